@@ -1,0 +1,98 @@
+"""Atomic file writes and run folders.
+
+Every artifact is written to a temporary name in the same folder and renamed into place, so a crash never leaves a
+half-written file that a later command trusts. Disk-full and permission errors become one clear ``OutputError``.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+
+class OutputError(RuntimeError):
+    """The output folder cannot be written (read-only, full disk, ...)."""
+
+
+@contextlib.contextmanager
+def _clear_errors(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise OutputError(f"no space left on the device while writing {path}; free some space and retry") from None
+        if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+            raise OutputError(f"cannot write {path}: the folder is read-only or not yours ({exc.strerror})") from None
+        raise
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_path)`` then rename ``tmp_path`` onto ``path``.
+
+    Example:
+        >>> atomic_write("out/model.keras", lambda tmp: model.save(tmp))  # doctest: +SKIP
+    """
+    path = Path(path)
+    with _clear_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        try:
+            write(tmp_path)
+            os.replace(tmp_path, path)
+        finally:
+            if tmp_path.exists():
+                tmp_path.unlink()
+    return path
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def _json_default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def new_run_dir(path: str | os.PathLike) -> Path:
+    """Create ``path`` as a fresh run folder; never overwrite an existing one.
+
+    If ``path`` exists and is not empty, the next free sibling ``path2``, ``path3``, ... is used (as ultralytics does),
+    so two runs never write into each other.
+    """
+    path = Path(path)
+    candidate, n = path, 1
+    with _clear_errors(path):
+        while candidate.exists() and any(candidate.iterdir()):
+            n += 1
+            candidate = path.with_name(f"{path.name}{n}")
+        candidate.mkdir(parents=True, exist_ok=True)
+        probe = candidate / ".write-probe"
+        probe.write_text("ok")
+        probe.unlink()
+    return candidate
