@@ -44,6 +44,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         tmp_path = Path(tmp)
         try:
             write(tmp_path)
+            os.chmod(tmp_path, 0o644)  # mkstemp makes 0600 files; artifacts are meant to be read by others (a server)
             os.replace(tmp_path, path)
         finally:
             if tmp_path.exists():

@@ -1,0 +1,5 @@
+import sys
+
+from movie_genres.cli import main
+
+sys.exit(main())

@@ -1,0 +1,141 @@
+"""Multi-label metrics (scikit-learn), per-genre thresholds and the constant baselines.
+
+Macro averages and mAP run over the *evaluated* genres only: genres that are trained and present in the films scored.
+Genres never seen (Documentary, News, ...) or excluded for too few positives would otherwise add meaningless zeros.
+"""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import average_precision_score, f1_score, precision_recall_fscore_support, precision_score, recall_score
+from sklearn.model_selection import KFold
+
+METRIC_KEYS = ("micro_f1", "macro_f1", "weighted_f1", "samples_f1", "micro_precision", "micro_recall", "map_macro")
+
+
+def decide(probs: np.ndarray, thresholds: np.ndarray | float, min_one: bool = True, allowed: np.ndarray | None = None) -> np.ndarray:
+    """Turn probabilities into 0/1 decisions; with ``min_one`` every film gets at least its most likely allowed genre.
+
+    Example:
+        >>> decide(np.array([[0.2, 0.4]]), 0.5).tolist()
+        [[0, 1]]
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    allowed = np.ones(probs.shape[1], dtype=bool) if allowed is None else np.asarray(allowed, dtype=bool)
+    pred = (probs >= thresholds) & allowed
+    if min_one:
+        empty = ~pred.any(axis=1)
+        if empty.any():
+            masked = np.where(allowed, probs, -np.inf)
+            pred[np.flatnonzero(empty), masked[empty].argmax(axis=1)] = True
+    return pred.astype(np.int8)
+
+
+def metric_set(y_true: np.ndarray, y_pred: np.ndarray, y_prob: np.ndarray | None, genres_mask: np.ndarray) -> dict[str, float]:
+    """micro/macro/weighted/samples F1, micro precision and recall, and mAP over the genres in ``genres_mask``."""
+    yt, yp = y_true[:, genres_mask].astype(int), y_pred[:, genres_mask].astype(int)
+    out = {
+        "micro_f1": f1_score(yt, yp, average="micro", zero_division=0),
+        "macro_f1": f1_score(yt, yp, average="macro", zero_division=0),
+        "weighted_f1": f1_score(yt, yp, average="weighted", zero_division=0),
+        "samples_f1": f1_score(yt, yp, average="samples", zero_division=0),
+        "micro_precision": precision_score(yt, yp, average="micro", zero_division=0),
+        "micro_recall": recall_score(yt, yp, average="micro", zero_division=0),
+    }
+    if y_prob is not None:
+        out["map_macro"] = float(average_precision_score(yt, y_prob[:, genres_mask], average="macro"))
+    return {k: round(float(v), 4) for k, v in out.items()}
+
+
+def evaluated_genres(y_true: np.ndarray, trained: np.ndarray) -> np.ndarray:
+    """Genres that count in averages: trained and with at least one positive among the films scored."""
+    return np.asarray(trained, dtype=bool) & (y_true.sum(axis=0) > 0)
+
+
+def _best_threshold(y: np.ndarray, p: np.ndarray, grid: np.ndarray) -> float:
+    pred = p[:, None] >= grid[None, :]
+    tp = (pred & (y[:, None] == 1)).sum(axis=0)
+    fp = (pred & (y[:, None] == 0)).sum(axis=0)
+    fn = (y == 1).sum() - tp
+    f1 = 2 * tp / np.maximum(2 * tp + fp + fn, 1)
+    # Among ties take the middle one: more robust than the first on small validation sets.
+    best = np.flatnonzero(f1 == f1.max())
+    return float(grid[best[len(best) // 2]])
+
+
+def tune_thresholds(y_true: np.ndarray, y_prob: np.ndarray, trained: np.ndarray, default: float = 0.5) -> np.ndarray:
+    """Per-genre thresholds maximising each genre's F1; untrained genres get 1.0 (never decided).
+
+    Example:
+        >>> tune_thresholds(np.array([[1], [0]]), np.array([[0.3], [0.1]]), np.array([True])).round(2).tolist()
+        [0.21]
+    """
+    grid = np.round(np.arange(0.02, 0.96, 0.01), 2)
+    out = np.full(y_true.shape[1], default, dtype=np.float64)
+    for g in range(y_true.shape[1]):
+        if not trained[g]:
+            out[g] = 1.0
+        elif y_true[:, g].sum() > 0:
+            out[g] = _best_threshold(y_true[:, g], y_prob[:, g], grid)
+    return out
+
+
+def cross_fitted_decisions(y_true, y_prob, trained, min_one=True, folds=5, seed=0) -> np.ndarray:
+    """Honest tuned-threshold decisions on the validation films: thresholds for each fold are tuned on the other folds,
+    so no film is scored with thresholds that saw its own label."""
+    pred = np.zeros_like(y_true, dtype=np.int8)
+    n = len(y_true)
+    if n < folds * 2:
+        return decide(y_prob, tune_thresholds(y_true, y_prob, trained), min_one, trained)
+    for fit_idx, score_idx in KFold(folds, shuffle=True, random_state=seed).split(np.arange(n)):
+        thr = tune_thresholds(y_true[fit_idx], y_prob[fit_idx], trained)
+        pred[score_idx] = decide(y_prob[score_idx], thr, min_one, trained)
+    return pred
+
+
+def per_genre_table(genres, y_true, y_pred, y_prob, thresholds) -> dict[str, dict[str, float]]:
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, average=None, zero_division=0)
+    out = {}
+    for g, name in enumerate(genres):
+        ap = float(average_precision_score(y_true[:, g], y_prob[:, g])) if y_true[:, g].sum() else None
+        out[name] = {
+            "precision": round(float(p[g]), 4),
+            "recall": round(float(r[g]), 4),
+            "f1": round(float(f[g]), 4),
+            "support": int(s[g]),
+            "ap": None if ap is None else round(ap, 4),
+            "threshold": round(float(thresholds[g]), 3),
+        }
+    return out
+
+
+def baselines(genres: list[str], y_true: np.ndarray, mask: np.ndarray) -> dict[str, dict[str, float]]:
+    """The constant answers 'always Drama' and 'always Drama + Comedy' on the same films."""
+    out = {}
+    for name, answer in (("always Drama", ["Drama"]), ("always Drama + Comedy", ["Drama", "Comedy"])):
+        pred = np.zeros_like(y_true, dtype=np.int8)
+        for g in answer:
+            if g in genres:
+                pred[:, genres.index(g)] = 1
+        out[name] = metric_set(y_true, pred, pred.astype(float), mask)
+    return out
+
+
+def full_metrics(genres, y_true, y_prob, thresholds, trained, min_one=True, cross_fit=True) -> dict:
+    """Everything ``metrics.json`` holds about one set of scored films.
+
+    ``tuned`` uses the stored thresholds unless ``cross_fit`` (validation of a fresh run), where thresholds are
+    cross-fitted so the tuned numbers are not inflated by tuning on the same films.
+    """
+    y_true = np.asarray(y_true).astype(np.int8)
+    mask = evaluated_genres(y_true, trained)
+    tuned_pred = cross_fitted_decisions(y_true, y_prob, trained, min_one) if cross_fit else decide(y_prob, thresholds, min_one, trained)
+    half_pred = decide(y_prob, 0.5, min_one=False, allowed=trained)
+    stored_pred = decide(y_prob, thresholds, min_one, trained)
+    return {
+        "n_films": int(len(y_true)),
+        "tuned": metric_set(y_true, tuned_pred, y_prob, mask),
+        "at_0_5": metric_set(y_true, half_pred, y_prob, mask),
+        "per_genre": per_genre_table(genres, y_true, stored_pred, y_prob, thresholds),
+        "baselines": baselines(genres, y_true, mask),
+        "evaluated_genres": [g for g, m in zip(genres, mask) if m],
+    }

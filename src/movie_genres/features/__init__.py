@@ -1,0 +1,1 @@
+"""Turning raw posters and overviews into model inputs."""

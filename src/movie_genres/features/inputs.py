@@ -1,0 +1,192 @@
+"""Featurizers: the fitted preprocessing of one run, from raw films (poster + overview) to named model inputs.
+
+Each featurizer is fitted on the training split only and saved in the run folder, so ``evaluate``, ``predict`` and
+``serve`` preprocess exactly as training did.
+
+- ``PosterPixels``: posters as 64x64 uint8 arrays (the original CNN's input).
+- ``OverviewTokens``: overviews as 100 token ids (the original BiLSTM's input).
+- ``PretrainedFeatures``: frozen MiniLM text embeddings and pretrained poster features, plus ``has_overview`` /
+  ``has_poster`` flags so fusion models can predict from whichever modality a film has.
+
+``transform(posters, overviews)`` takes aligned lists: posters as file paths, PIL images or None; overviews as strings
+or None. It returns ``(inputs, usable, problems)``: a dict of arrays, a bool mask of the films this featurizer can
+score, and a Counter of why the others cannot.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from movie_genres.features.posters import PosterError, decode_posters, open_poster
+from movie_genres.features.vectorizer import OverviewVectorizer
+from movie_genres.io import read_json, write_json
+
+
+def default_cache_dir(cache_dir: str = "") -> Path:
+    import os
+
+    return Path(cache_dir or os.environ.get("MOVIE_GENRES_CACHE") or "~/.cache/movie-genres").expanduser()
+
+
+def _poster_pixels(posters: list, size: int, cache_dir: Path | None, workers: int, progress: bool):
+    """Decode posters given as paths (cached, parallel) or PIL images; returns (uint8 arrays, ok, problems)."""
+    n = len(posters)
+    images = np.zeros((n, size, size, 3), dtype=np.uint8)
+    ok = np.zeros(n, dtype=bool)
+    problems: Counter = Counter()
+    path_idx = [i for i, p in enumerate(posters) if p is not None and not isinstance(p, Image.Image)]
+    if path_idx:
+        arr, good, probs, _ = decode_posters([Path(posters[i]) for i in path_idx], size, cache_dir, workers, progress)
+        images[path_idx], ok[path_idx] = arr, good
+        problems.update(probs)
+    for i, p in enumerate(posters):
+        if isinstance(p, Image.Image):
+            images[i] = np.asarray(p.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.uint8)
+            ok[i] = True
+        elif p is None:
+            problems["poster missing"] += 1
+    return images, ok, problems
+
+
+class PosterPixels:
+    modalities = ("poster",)
+
+    def __init__(self, image_size: int = 64, cache_dir: str = "", workers: int = 2):
+        self.image_size, self.cache_dir, self.workers = image_size, cache_dir, workers
+
+    def fit(self, posters, overviews) -> "PosterPixels":
+        return self
+
+    def transform(self, posters, overviews, progress: bool = True):
+        images, ok, problems = _poster_pixels(posters, self.image_size, default_cache_dir(self.cache_dir), self.workers, progress)
+        return {"poster": images}, ok, problems
+
+    def save(self, run_dir: Path) -> None:
+        write_json(run_dir / "featurizer.json", {"kind": "poster_pixels", "image_size": self.image_size})
+
+    @classmethod
+    def load(cls, run_dir: Path, spec: dict) -> "PosterPixels":
+        return cls(spec["image_size"])
+
+
+class OverviewTokens:
+    modalities = ("overview",)
+
+    def __init__(self, vocab_size: int = 10_000, sequence_length: int = 100):
+        self.vectorizer = OverviewVectorizer(vocab_size, sequence_length)
+
+    def fit(self, posters, overviews) -> "OverviewTokens":
+        self.vectorizer.fit([t for t in overviews if t])
+        return self
+
+    def transform(self, posters, overviews, progress: bool = True):
+        ok = np.array([bool(t and t.strip()) for t in overviews], dtype=bool)
+        problems = Counter({"empty overview": int((~ok).sum())}) if (~ok).any() else Counter()
+        return {"overview": self.vectorizer.transform([t or "" for t in overviews])}, ok, problems
+
+    def save(self, run_dir: Path) -> None:
+        self.vectorizer.save(run_dir / "vocab.json")
+        write_json(run_dir / "featurizer.json", {"kind": "overview_tokens", "sequence_length": self.vectorizer.sequence_length})
+
+    @classmethod
+    def load(cls, run_dir: Path, spec: dict) -> "OverviewTokens":
+        self = cls.__new__(cls)
+        self.vectorizer = OverviewVectorizer.load(run_dir / "vocab.json", spec["sequence_length"])
+        return self
+
+
+class PretrainedFeatures:
+    """Frozen encoders; features cached on disk per (encoder, content)."""
+
+    def __init__(self, text_encoder: str | None = "minilm", image_encoders=("effnet-lite0",), cache_dir: str = "", workers: int = 2):
+        self.text_encoder = text_encoder or None
+        self.image_encoders = tuple(image_encoders or ())
+        self.cache_dir, self.workers = cache_dir, workers
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return (("poster",) if self.image_encoders else ()) + (("overview",) if self.text_encoder else ())
+
+    def fit(self, posters, overviews) -> "PretrainedFeatures":
+        return self
+
+    def dims(self) -> dict[str, int]:
+        from movie_genres.features.encoders import get_encoder
+
+        out = {}
+        if self.text_encoder:
+            out["text_features"] = get_encoder(self.text_encoder).dim
+        if self.image_encoders:
+            out["image_features"] = sum(get_encoder(e).dim for e in self.image_encoders)
+        return out
+
+    def transform(self, posters, overviews, progress: bool = True):
+        from movie_genres.features.encoders import cached_features, get_encoder
+
+        cache = default_cache_dir(self.cache_dir)
+        n = len(posters)
+        inputs: dict[str, np.ndarray] = {}
+        problems: Counter = Counter()
+        has_text = np.array([bool(t and t.strip()) for t in overviews], dtype=bool)
+        has_image = np.zeros(n, dtype=bool)
+        if self.text_encoder:
+            enc = get_encoder(self.text_encoder)
+            feats = np.zeros((n, enc.dim), dtype=np.float32)
+            idx = np.flatnonzero(has_text)
+            if len(idx):
+                feats[idx] = cached_features(enc, [overviews[i] for i in idx], cache, progress=progress)
+            inputs["text_features"] = feats
+            problems["empty overview"] += int((~has_text).sum())
+        if self.image_encoders:
+            # Validate posters first (cheap, cached) so the encoders only ever see images that decode.
+            _, has_image, probs = _poster_pixels(posters, 64, cache, self.workers, progress)
+            problems.update(probs)
+            idx = np.flatnonzero(has_image)
+            parts = []
+            for name in self.image_encoders:
+                enc = get_encoder(name)
+                feats = np.zeros((n, enc.dim), dtype=np.float32)
+                if len(idx):
+                    feats[idx] = cached_features(enc, [posters[i] for i in idx], cache, progress=progress)
+                parts.append(feats)
+            inputs["image_features"] = np.concatenate(parts, axis=1)
+        inputs["has_overview"] = has_text.astype(np.float32)[:, None]
+        inputs["has_poster"] = has_image.astype(np.float32)[:, None]
+        usable = np.zeros(n, dtype=bool)
+        if self.text_encoder:
+            usable |= has_text
+        if self.image_encoders:
+            usable |= has_image
+        return inputs, usable, +problems
+
+    def save(self, run_dir: Path) -> None:
+        from movie_genres.features.encoders import get_encoder
+
+        encoders = [self.text_encoder] if self.text_encoder else []
+        encoders += list(self.image_encoders)
+        write_json(
+            run_dir / "featurizer.json",
+            {
+                "kind": "pretrained",
+                "text_encoder": self.text_encoder,
+                "image_encoders": list(self.image_encoders),
+                "versions": {e: get_encoder(e).version for e in encoders},
+            },
+        )
+
+    @classmethod
+    def load(cls, run_dir: Path, spec: dict) -> "PretrainedFeatures":
+        return cls(spec.get("text_encoder"), spec.get("image_encoders", ()))
+
+
+_KINDS = {"poster_pixels": PosterPixels, "overview_tokens": OverviewTokens, "pretrained": PretrainedFeatures}
+
+
+def load_featurizer(run_dir: str | Path):
+    run_dir = Path(run_dir)
+    spec = read_json(run_dir / "featurizer.json")
+    return _KINDS[spec["kind"]].load(run_dir, spec)

@@ -1,0 +1,10 @@
+"""Plots and self-contained HTML pages built from run folders (see docs/ARCHITECTURE.md, "Run folder").
+
+    write_run_plots(run_dir) -> list[Path]                       run_dir/plots/*.png
+    write_samples_page(out_html, data_dir, runs, ids=None, n=24, seed=0) -> Path
+    write_report(run_dirs, out_html, data_dir=None, title=...) -> Path
+"""
+from movie_genres.report.html import samples_html, write_report, write_samples_page
+from movie_genres.report.plots import load_run, write_run_plots
+
+__all__ = ["load_run", "samples_html", "write_report", "write_run_plots", "write_samples_page"]

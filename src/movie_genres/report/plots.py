@@ -1,0 +1,284 @@
+"""Plots of one run folder: learning curves, per-genre confusion matrices, genre co-occurrence, per-genre F1.
+
+Everything is read back from the run folder's files (see docs/ARCHITECTURE.md, "Run folder"), so the plots can be
+redrawn at any time with ``write_run_plots(run_dir)``; nothing needs the model.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: never needs a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from sklearn.metrics import f1_score, multilabel_confusion_matrix  # noqa: E402
+
+from movie_genres.io import atomic_write  # noqa: E402
+
+DPI = 110
+PLOT_NAMES = ("learning_curves.png", "confusion_matrices.png", "cooccurrence.png", "per_genre_f1.png")
+
+
+# ----------------------------------------------------------------------------------------------- reading a run folder
+@dataclass
+class RunData:
+    """What the report needs from one run folder. Missing optional files leave their field empty."""
+
+    run_dir: Path
+    genres: list[str]
+    trained: list[bool]
+    excluded: list[str]
+    thresholds: np.ndarray  # per genre, schema order
+    metrics: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    history: pd.DataFrame | None = None
+    ids: list[str] | None = None  # validation Ids, val_predictions.csv order
+    y_true: np.ndarray | None = None  # (n, 25) int
+    probs: np.ndarray | None = None  # (n, 25) float
+
+    @property
+    def model_name(self) -> str:
+        return str(self.metrics.get("model") or self.config.get("model") or self.run_dir.name)
+
+    @property
+    def min_one_genre(self) -> bool:
+        return bool(self.config.get("min_one_genre", True))
+
+    @property
+    def trained_idx(self) -> np.ndarray:
+        return np.flatnonzero(np.asarray(self.trained, dtype=bool))
+
+    def decide(self, thresholds: np.ndarray | float | None = None) -> np.ndarray:
+        """0/1 decisions: prob >= threshold for trained genres (plus the top genre when min_one_genre and none passed)."""
+        if self.probs is None:
+            raise ValueError(f"{self.run_dir}: no val_predictions.csv")
+        thr = self.thresholds if thresholds is None else np.broadcast_to(np.asarray(thresholds, float), self.thresholds.shape)
+        trained = np.asarray(self.trained, dtype=bool)
+        pred = ((self.probs >= thr[None, :]) & trained[None, :]).astype(int)
+        if self.min_one_genre and trained.any():
+            empty = pred.sum(axis=1) == 0
+            if empty.any():
+                masked = np.where(trained[None, :], self.probs, -np.inf)
+                top = masked[empty].argmax(axis=1)
+                pred[np.flatnonzero(empty), top] = 1
+        return pred
+
+
+def _read_json(path: Path, default: Any = None) -> Any:
+    if not path.is_file():
+        return default
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load_run(run_dir: str | Path) -> RunData:
+    """Read a run folder. genres.json is required; everything else is optional (the report says what is missing)."""
+    run_dir = Path(run_dir)
+    meta = _read_json(run_dir / "genres.json")
+    if meta is None:
+        raise FileNotFoundError(f"{run_dir} is not a run folder: genres.json is missing")
+    genres = [str(g) for g in meta["genres"]]
+    trained = [bool(t) for t in meta.get("trained", [True] * len(genres))]
+    excluded = [str(g) for g in meta.get("excluded", [g for g, t in zip(genres, trained) if not t])]
+    metrics = _read_json(run_dir / "metrics.json", {}) or {}
+    config = _read_json(run_dir / "config.json", {}) or {}
+
+    # thresholds: thresholds.json by genre name, else metrics per_genre threshold, else 0.5
+    thr = {g: 0.5 for g in genres}
+    for g, pg in (metrics.get("per_genre") or {}).items():
+        if isinstance(pg, dict) and pg.get("threshold") is not None:
+            thr[g] = float(pg["threshold"])
+    tj = _read_json(run_dir / "thresholds.json")
+    if tj:
+        thr.update({str(g): float(t) for g, t in zip(tj["genres"], tj["thresholds"])})
+    thresholds = np.array([thr.get(g, 0.5) for g in genres], dtype=float)
+
+    history = None
+    hp = run_dir / "history.csv"
+    if hp.is_file() and hp.stat().st_size > 0:
+        try:
+            history = pd.read_csv(hp)
+        except pd.errors.EmptyDataError:
+            history = None
+        if history is not None and history.empty:
+            history = None
+
+    ids = y_true = probs = None
+    vp = run_dir / "val_predictions.csv"
+    if vp.is_file():
+        df = pd.read_csv(vp, dtype={"Id": str}, keep_default_na=False)
+        missing = [c for g in genres for c in (f"true_{g}", f"prob_{g}") if c not in df.columns]
+        if missing:
+            raise ValueError(f"{vp}: missing columns {missing[:4]}{' ...' if len(missing) > 4 else ''}")
+        ids = df["Id"].astype(str).tolist()
+        y_true = df[[f"true_{g}" for g in genres]].to_numpy(dtype=int)
+        probs = df[[f"prob_{g}" for g in genres]].to_numpy(dtype=float)
+
+    return RunData(run_dir, genres, trained, excluded, thresholds, metrics, config, history, ids, y_true, probs)
+
+
+# --------------------------------------------------------------------------------------------------------- plotting
+def _save(fig: plt.Figure, path: Path) -> Path:
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
+    finally:
+        plt.close(fig)
+    return path
+
+
+def _pretty(metric: str) -> str:
+    return metric.replace("_", " ")
+
+
+def plot_learning_curves(history: pd.DataFrame, path: Path, title: str = "") -> Path:
+    """One panel per metric (train and its ``val_`` twin). A 1-epoch history shows markers, not an invisible line."""
+    x_col = "epoch" if "epoch" in history.columns else None
+    x = history[x_col].to_numpy() if x_col else np.arange(1, len(history) + 1)
+    if x_col and len(x) and x.min() == 0:
+        x = x + 1  # Keras CSVLogger counts from 0; people count epochs from 1
+    skip = {"epoch", "lr", "learning_rate"}
+    numeric = [c for c in history.columns if c not in skip and pd.api.types.is_numeric_dtype(history[c])]
+    bases: list[str] = []
+    for c in numeric:
+        base = c[4:] if c.startswith("val_") else c
+        if base not in bases:
+            bases.append(base)
+    if not bases:
+        raise ValueError("history has no metric columns")
+    ncols = min(3, len(bases))
+    nrows = math.ceil(len(bases) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.3 * nrows), squeeze=False)
+    marker = "o" if len(history) <= 30 else None
+    for ax, base in zip(axes.flat, bases):
+        for col, label, color in ((base, "train", "#1f77b4"), (f"val_{base}", "validation", "#d62728")):
+            if col in numeric:
+                ax.plot(x, history[col].to_numpy(dtype=float), marker=marker, ms=4, color=color, label=label)
+        ax.set_title(_pretty(base))
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if len(x) == 1:
+            ax.set_xticks(x)
+        else:
+            ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(bases):]:
+        ax.axis("off")
+    fig.suptitle(f"Learning curves{' - ' + title if title else ''}")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_confusion_matrices(run: RunData, path: Path) -> Path:
+    """A grid of 2x2 confusion matrices (rows: true no/yes, columns: predicted no/yes), one per genre, tuned thresholds."""
+    pred = run.decide()
+    cms = multilabel_confusion_matrix(run.y_true, pred)
+    keep = [j for j in range(len(run.genres)) if run.y_true[:, j].sum() > 0 or pred[:, j].sum() > 0]
+    ncols = min(5, max(1, len(keep)))
+    nrows = max(1, math.ceil(len(keep) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.5 * nrows), squeeze=False)
+    for ax, j in zip(axes.flat, keep):
+        cm = cms[j]
+        # imshow + text rather than sns.heatmap: seaborn redraws the whole figure per panel to pick text colours
+        ax.imshow(cm, cmap="Blues", vmin=0, vmax=max(1, cm.max()))
+        for (r, c), v in np.ndenumerate(cm):
+            ax.text(c, r, str(v), ha="center", va="center", fontsize=9,
+                    color="white" if v > 0.6 * max(1, cm.max()) else "#1d2330")
+        ax.set_xticks([0, 1], ["no", "yes"])
+        ax.set_yticks([0, 1], ["no", "yes"])
+        label = f"thr {run.thresholds[j]:.2f}" if run.trained[j] else "not learned"
+        ax.set_title(f"{run.genres[j]}  ({label})", fontsize=9)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("true", fontsize=8)
+        ax.tick_params(labelsize=8)
+    for ax in list(axes.flat)[len(keep):]:
+        ax.axis("off")
+    if not keep:
+        axes[0, 0].text(0.5, 0.5, "no genre has positives or predictions", ha="center", va="center")
+    fig.suptitle(f"Per-genre confusion matrices at tuned thresholds - {run.model_name} (validation, n={len(pred)})")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_cooccurrence(run: RunData, path: Path) -> Path:
+    """How often two genres share a validation film (true labels). Diagonal: films per genre. Absent genres omitted."""
+    y = run.y_true
+    present = [j for j in range(len(run.genres)) if y[:, j].sum() > 0]
+    names = [run.genres[j] for j in present]
+    co = y[:, present].T @ y[:, present] if present else np.zeros((0, 0), int)
+    size = max(4.0, 0.34 * len(present) + 2.0)
+    fig, ax = plt.subplots(figsize=(size + 1.0, size))
+    if present:
+        mask = np.triu(np.ones_like(co, dtype=bool), k=1)
+        off = co[np.tril_indices_from(co, k=-1)]
+        vmax = max(1, int(off.max())) if off.size and off.max() > 0 else max(1, int(co.max()))
+        # colours scaled to the pairs (the diagonal, films per genre, would wash them out); numbers stay exact
+        sns.heatmap(co, mask=mask, annot=len(present) <= 25, fmt="d", cmap="rocket_r", ax=ax, square=True, vmin=0,
+                    vmax=vmax, xticklabels=names, yticklabels=names, annot_kws={"fontsize": 7}, cbar_kws={"label": "films"},
+                    linewidths=0.3, linecolor="white")
+        ax.tick_params(labelsize=8)
+    else:
+        ax.text(0.5, 0.5, "no positive labels", ha="center", va="center")
+        ax.axis("off")
+    ax.set_title(f"Genre co-occurrence: true labels of the {len(y)} validation films\n"
+                 "(diagonal: films per genre; colour scale set by the pairs)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def per_genre_f1(run: RunData) -> pd.DataFrame:
+    """Per trained genre: F1 at tuned thresholds and at 0.5, plus support, computed from val_predictions.csv."""
+    idx = run.trained_idx
+    tuned = f1_score(run.y_true, run.decide(), average=None, zero_division=0)
+    half = f1_score(run.y_true, run.decide(0.5), average=None, zero_division=0)
+    return pd.DataFrame({
+        "genre": [run.genres[j] for j in idx],
+        "tuned": tuned[idx],
+        "at_0_5": half[idx],
+        "support": run.y_true[:, idx].sum(axis=0),
+        "threshold": run.thresholds[idx],
+    })
+
+
+def plot_per_genre_f1(run: RunData, path: Path) -> Path:
+    df = per_genre_f1(run).sort_values("tuned", ascending=True)
+    fig, ax = plt.subplots(figsize=(7.5, max(2.5, 0.32 * len(df) + 1.2)))
+    y = np.arange(len(df))
+    h = 0.4
+    ax.barh(y + h / 2, df["tuned"], height=h, color="#2a9d8f", label="tuned thresholds")
+    ax.barh(y - h / 2, df["at_0_5"], height=h, color="#bbbbbb", label="threshold 0.5")
+    ax.set_yticks(y, [f"{g} (n={s})" for g, s in zip(df["genre"], df["support"])], fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("F1 (validation)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(f"Per-genre F1 - {run.model_name}")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def write_run_plots(run_dir: str | Path) -> list[Path]:
+    """Write ``run_dir/plots/*.png`` from the run folder's files and return the written paths.
+
+    learning_curves.png is written only when history.csv has rows (models fitted on features may have none); the
+    three validation plots only when val_predictions.csv exists.
+    """
+    run = load_run(run_dir)
+    out = run.run_dir / "plots"
+    written: list[Path] = []
+    if run.history is not None:
+        try:
+            written.append(plot_learning_curves(run.history, out / "learning_curves.png", run.model_name))
+        except ValueError:
+            pass  # a history without metric columns: nothing to draw
+    if run.probs is not None and len(run.probs):
+        written.append(plot_confusion_matrices(run, out / "confusion_matrices.png"))
+        written.append(plot_cooccurrence(run, out / "cooccurrence.png"))
+        written.append(plot_per_genre_f1(run, out / "per_genre_f1.png"))
+    return written

@@ -1,0 +1,266 @@
+// movie-genres page: pick a poster and/or paste an overview, POST /predict, draw every genre as a probability bar.
+// No dependencies. Everything the server sends is written with textContent (never innerHTML).
+"use strict";
+
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const form = $("predict-form");
+  const posterInput = $("poster-input");
+  const dropzone = $("dropzone");
+  const preview = $("poster-preview");
+  const posterName = $("poster-name");
+  const posterClear = $("poster-clear");
+  const overview = $("overview-input");
+  const count = $("overview-count");
+  const button = $("predict-btn");
+  const errorBox = $("error");
+  const results = $("results");
+
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  let limits = { max_upload_bytes: 10 * 1024 * 1024, max_overview_chars: 5000 };
+  let modalities = ["poster", "overview"];
+  let poster = null; // the chosen File
+  let previewUrl = null;
+
+  // ------------------------------------------------------------------ model badge and limits
+  async function loadHealth() {
+    const badge = $("model-badge");
+    try {
+      const r = await fetch("/health", { cache: "no-store" });
+      if (!r.ok) throw new Error("HTTP " + r.status);
+      const h = await r.json();
+      limits = Object.assign(limits, h.limits || {});
+      modalities = h.modalities || modalities;
+      badge.textContent = "";
+      const dot = document.createElement("span");
+      dot.className = "dot";
+      badge.append(dot, `${h.model} ${h.version} · reads ${modalities.join(" + ")}`);
+      badge.dataset.state = "up";
+      badge.dataset.model = h.model;
+      $("footer-model").textContent = `model ${h.model} ${h.version}, ${h.genres} genres`;
+      $("overview-max").textContent = String(limits.max_overview_chars);
+      $("poster-hint").textContent = `JPEG, PNG or WebP · up to ${formatBytes(limits.max_upload_bytes)}`;
+      const note = $("modality-note");
+      if (modalities.length === 1) {
+        const other = modalities[0] === "poster" ? "overview" : "poster";
+        note.textContent = `This model reads only the ${modalities[0]}; a ${other} is sent but ignored.`;
+        note.hidden = false;
+      }
+      updateCount();
+    } catch (e) {
+      badge.textContent = "service unreachable";
+      badge.dataset.state = "down";
+    }
+  }
+
+  // ------------------------------------------------------------------ poster
+  function setPoster(file) {
+    hideError();
+    if (previewUrl) URL.revokeObjectURL(previewUrl);
+    previewUrl = null;
+    poster = file || null;
+    dropzone.dataset.broken = "false";
+    if (!poster) {
+      posterInput.value = "";
+      preview.removeAttribute("src");
+      posterName.textContent = "";
+      dropzone.dataset.hasFile = "false";
+      posterClear.hidden = true;
+      return;
+    }
+    previewUrl = URL.createObjectURL(poster);
+    preview.src = previewUrl;
+    posterName.textContent = `${poster.name} · ${formatBytes(poster.size)}`;
+    dropzone.dataset.hasFile = "true";
+    posterClear.hidden = false;
+    if (poster.size > limits.max_upload_bytes) {
+      showError(`The poster is ${formatBytes(poster.size)}; the limit is ${formatBytes(limits.max_upload_bytes)}.`);
+    }
+  }
+
+  posterInput.addEventListener("change", () => setPoster(posterInput.files && posterInput.files[0]));
+  posterClear.addEventListener("click", () => setPoster(null));
+  preview.addEventListener("error", () => {
+    if (preview.getAttribute("src")) dropzone.dataset.broken = "true";
+  });
+  preview.addEventListener("load", () => { dropzone.dataset.broken = "false"; });
+  ["dragenter", "dragover"].forEach((t) => dropzone.addEventListener(t, () => dropzone.classList.add("dragging")));
+  ["dragleave", "drop"].forEach((t) => dropzone.addEventListener(t, () => dropzone.classList.remove("dragging")));
+
+  // ------------------------------------------------------------------ overview
+  function updateCount() {
+    const n = overview.value.length;
+    count.textContent = String(n);
+    overview.classList.toggle("over", n > limits.max_overview_chars);
+  }
+  overview.addEventListener("input", updateCount);
+  overview.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
+      e.preventDefault();
+      form.requestSubmit();
+    }
+  });
+
+  // ------------------------------------------------------------------ submit
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    hideError();
+    const text = overview.value.trim();
+    if (!poster && !text) {
+      showError("Choose a poster or paste an overview (or both).");
+      return;
+    }
+    const data = new FormData();
+    if (poster) data.append("poster", poster, poster.name || "poster");
+    if (text) data.append("overview", text);
+
+    button.disabled = true;
+    button.classList.add("busy");
+    results.dataset.state = "loading";
+    const started = performance.now();
+    try {
+      const r = await fetch("/predict", { method: "POST", body: data });
+      let body = null;
+      try { body = await r.json(); } catch (_) { /* not JSON */ }
+      if (!r.ok) {
+        const detail = body && typeof body.detail === "string" ? body.detail : `HTTP ${r.status}`;
+        throw Object.assign(new Error(detail), { status: r.status });
+      }
+      render(body, { poster: !!poster, overview: !!text }, performance.now() - started);
+    } catch (err) {
+      results.dataset.state = $("result-body").hidden ? "empty" : "stale";
+      showError(err.message || String(err), err.status);
+    } finally {
+      button.disabled = false;
+      button.classList.remove("busy");
+    }
+  });
+
+  $("clear-btn").addEventListener("click", () => {
+    setPoster(null);
+    overview.value = "";
+    updateCount();
+    hideError();
+    $("result-body").hidden = true;
+    $("empty-state").hidden = false;
+    $("timing").textContent = "";
+    results.dataset.state = "empty";
+  });
+
+  // ------------------------------------------------------------------ results
+  function render(answer, sent, ms) {
+    const probs = answer.probabilities || {};
+    const decided = new Set(answer.genres || []);
+    const used = new Set(answer.inputs_used || []);
+
+    const chips = $("decided-genres");
+    chips.replaceChildren();
+    const decidedSorted = [...decided].sort((a, b) => (probs[b] ?? 0) - (probs[a] ?? 0) || a.localeCompare(b));
+    for (const g of decidedSorted) {
+      const li = document.createElement("li");
+      li.className = "chip";
+      li.dataset.genre = g;
+      li.textContent = g;
+      chips.append(li);
+    }
+
+    const inputs = $("inputs-used");
+    inputs.replaceChildren();
+    for (const m of ["poster", "overview"]) {
+      const li = document.createElement("li");
+      li.className = "input-chip";
+      li.dataset.input = m;
+      li.dataset.used = String(used.has(m));
+      const status = used.has(m) ? "used" : sent[m] ? "ignored" : "not sent";
+      li.dataset.status = status;
+      const label = `${m[0].toUpperCase()}${m.slice(1)}`;
+      li.textContent = status === "used" ? `✓ ${label}` : `${label} · ${status}`;
+      li.title = status === "used" ? `the model read the ${m}`
+        : status === "ignored" ? `the ${m} was sent, but this model does not read it` : `no ${m} was sent`;
+      inputs.append(li);
+    }
+
+    const rows = Object.entries(probs).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+    const bars = $("bars");
+    bars.replaceChildren();
+    for (const [genre, p] of rows) {
+      const li = document.createElement("li");
+      li.className = "bar" + (decided.has(genre) ? " decided" : "");
+      li.dataset.genre = genre;
+      li.dataset.prob = String(p);
+      li.dataset.decided = String(decided.has(genre));
+      li.title = `${genre}: ${p}`;
+
+      const name = document.createElement("span");
+      name.className = "bar-name";
+      if (decided.has(genre)) name.append(checkIcon());
+      name.append(genre);
+
+      const track = document.createElement("div");
+      track.className = "bar-track";
+      track.setAttribute("role", "meter");
+      track.setAttribute("aria-label", genre);
+      track.setAttribute("aria-valuemin", "0");
+      track.setAttribute("aria-valuemax", "1");
+      track.setAttribute("aria-valuenow", String(p));
+      const fill = document.createElement("div");
+      fill.className = "bar-fill";
+      fill.style.setProperty("--w", `${Math.max(0, Math.min(1, p)) * 100}%`);
+      track.append(fill);
+
+      const value = document.createElement("span");
+      value.className = "bar-value";
+      value.textContent = formatPercent(p);
+
+      li.append(name, track, value);
+      bars.append(li);
+    }
+
+    $("timing").textContent = `${answer.model} ${answer.version} · ${Math.round(ms)} ms`;
+    $("empty-state").hidden = true;
+    $("result-body").hidden = false;
+    results.dataset.state = "done";
+    results.dataset.model = answer.model;
+  }
+
+  function checkIcon() {
+    const svg = document.createElementNS(SVG_NS, "svg");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("class", "check");
+    svg.setAttribute("aria-hidden", "true");
+    const path = document.createElementNS(SVG_NS, "path");
+    path.setAttribute("d", "M5 12.5l4.5 4.5L19 7.5");
+    svg.append(path);
+    return svg;
+  }
+
+  // ------------------------------------------------------------------ helpers
+  function showError(message, status) {
+    errorBox.replaceChildren();
+    const title = document.createElement("strong");
+    title.textContent = status ? `Refused (HTTP ${status})` : "Cannot send this";
+    errorBox.append(title, message);
+    errorBox.dataset.status = status ? String(status) : "";
+    errorBox.hidden = false;
+  }
+
+  function hideError() {
+    errorBox.hidden = true;
+    errorBox.replaceChildren();
+    errorBox.dataset.status = "";
+  }
+
+  function formatPercent(p) {
+    const pct = p * 100;
+    if (pct > 0 && pct < 0.1) return "<0.1%";
+    return `${pct.toFixed(1)}%`;
+  }
+
+  function formatBytes(n) {
+    if (n >= 1024 * 1024) return `${(n / 1024 / 1024).toFixed(n % (1024 * 1024) ? 1 : 0)} MB`;
+    if (n >= 1024) return `${Math.round(n / 1024)} KB`;
+    return `${n} bytes`;
+  }
+
+  loadHealth();
+})();

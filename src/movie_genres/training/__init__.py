@@ -1,0 +1,1 @@
+"""Training: batches with oversampling and augmentation, the fit loop, checkpoints and run folders."""

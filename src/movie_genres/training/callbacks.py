@@ -1,0 +1,69 @@
+"""Callbacks that make a run survive: atomic best/last weights, history.csv each epoch, a resumable checkpoint."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import keras
+
+from movie_genres.io import atomic_write, read_json, write_json, write_text
+
+
+class RunCheckpoint(keras.callbacks.Callback):
+    """After every epoch: append to ``history.csv``, save ``last.keras``, ``model.keras`` when validation loss
+    improves, and ``checkpoint/`` (model with optimizer state + ``state.json``) to resume from."""
+
+    def __init__(self, run_dir: Path, history: list[dict] | None = None, best: float = math.inf, early=None):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.history = list(history or [])
+        self.best = best
+        self.early = early
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        self.history.append({"epoch": epoch + 1, **logs})
+        buf = io.StringIO()
+        keys = list(dict.fromkeys(k for row in self.history for k in row))
+        writer = csv.DictWriter(buf, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(self.history)
+        write_text(self.run_dir / "history.csv", buf.getvalue())
+        val_loss = logs.get("val_loss", logs.get("loss", math.inf))
+        if val_loss < self.best:
+            self.best = val_loss
+            atomic_write(self.run_dir / "model.keras", lambda tmp: self.model.save(tmp))
+        atomic_write(self.run_dir / "last.keras", lambda tmp: self.model.save(tmp))
+        # The resume checkpoint is written last: if it exists, everything above is at least as new.
+        atomic_write(self.run_dir / "checkpoint" / "ckpt.keras", lambda tmp: self.model.save(tmp))
+        early = self.early
+        write_json(
+            self.run_dir / "checkpoint" / "state.json",
+            {"epochs_done": epoch + 1, "best": self.best, "history": self.history, "early_stopping": early.state() if early else None},
+        )
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras early stopping whose counters survive a resume."""
+
+    def __init__(self, *args, restored: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.restored = restored
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.restored:
+            self.wait = self.restored["wait"]
+            self.best = self.restored["best"]
+
+    def state(self) -> dict:
+        return {"wait": int(self.wait), "best": float(self.best) if self.best is not None else None}
+
+
+def load_state(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / "checkpoint" / "state.json"
+    if not path.exists() or not (Path(run_dir) / "checkpoint" / "ckpt.keras").exists():
+        return None
+    return read_json(path)

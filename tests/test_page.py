@@ -1,0 +1,212 @@
+"""The web page, driven in headless Chromium (Debian's /usr/bin/chromium through Playwright; no downloaded browser).
+
+Needs: ``apt-get install -y chromium`` and ``pip install playwright==1.65.2`` (never ``playwright install``).
+Without them the tests skip, or FAIL when the CI environment variable is set.
+
+``check_page(browser, base_url, poster, overview, out_dir)`` works against any running service: the tests here use the
+FakePredictor; with a trained run, serve ``create_app(Predictor.load(run_dir))`` through ``running_server`` and call it
+the same way (``MG_SERVE_RUN_DIR=runs/x pytest -m browser`` does exactly that).
+``MG_SCREENSHOT_OUT=docs/screenshot-page.png`` also copies the screenshot there.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+from serve_helpers import FakePredictor, image_bytes, running_server
+
+from movie_genres.serve.app import create_app
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("MG_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+OVERVIEW = ("A retired astronaut is called back for one last mission when a signal from the edge of the solar system "
+            "threatens Earth. Haunted by the crew she lost, she must lead a young team into the unknown.")
+
+
+def missing(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing("playwright is not installed: pip install playwright==1.65.2 (do not run `playwright install`)")
+    if not Path(CHROMIUM).exists():
+        missing(f"{CHROMIUM} not found: apt-get install -y chromium (or set MG_CHROMIUM)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="module")
+def fake_server() -> Iterator[str]:
+    with running_server(create_app(FakePredictor())) as url:
+        yield url
+
+
+def make_poster(path: Path) -> Path:
+    """A poster-like JPEG: night sky, a sun, a title band."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (400, 600), (20, 24, 48))
+    draw = ImageDraw.Draw(img)
+    for y in range(0, 420, 6):
+        draw.rectangle([0, y, 400, y + 6], fill=(20 + y // 6, 24 + y // 12, 80 + y // 5))
+    draw.ellipse([100, 120, 300, 320], fill=(240, 170, 60))
+    draw.rectangle([0, 420, 400, 600], fill=(12, 12, 20))
+    draw.text((120, 490), "THE LAST HORIZON", fill=(255, 255, 255))
+    img.save(path, quality=90)
+    return path
+
+
+def read_bars(page: Any) -> list[dict[str, Any]]:
+    return page.eval_on_selector_all(
+        "#bars .bar",
+        "els => els.map(e => ({genre: e.dataset.genre, prob: e.dataset.prob, decided: e.dataset.decided, "
+        "text: e.querySelector('.bar-value').textContent}))")
+
+
+def check_page(browser: Any, base_url: str, poster: Path | None, overview: str | None, out_dir: Path,
+               viewport: tuple[int, int] = (1280, 900)) -> dict[str, Any]:
+    """Fill the page like a user, wait for the bars, check them against POST /predict; returns that answer.
+
+    Also checks that the page loads nothing from outside the service and logs no errors; saves ``page.png``.
+    """
+    page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+    outside: list[str] = []
+    errors: list[str] = []
+    page.on("request", lambda r: None if r.url.startswith((base_url, "blob:", "data:")) else outside.append(r.url))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(base_url + "/")
+        page.wait_for_selector("#model-badge[data-state=up]", timeout=15_000)
+        if poster is not None:
+            page.set_input_files("#poster-input", str(poster))
+            page.wait_for_selector("#dropzone[data-has-file=true]")
+            assert page.eval_on_selector("#poster-preview", "img => img.src").startswith("blob:")
+            page.wait_for_function("document.getElementById('poster-preview').complete")
+        if overview is not None:
+            page.fill("#overview-input", overview)
+        page.click("#predict-btn")
+        page.wait_for_selector("#results[data-state=done]", timeout=60_000)
+        page.wait_for_timeout(600)  # let the bar transition finish before the screenshot
+        bars = read_bars(page)
+        decided_chips = page.eval_on_selector_all("#decided-genres .chip", "els => els.map(e => e.dataset.genre)")
+        inputs = page.eval_on_selector_all(
+            "#inputs-used .input-chip", "els => Object.fromEntries(els.map(e => [e.dataset.input, e.dataset.used]))")
+        screenshot = out_dir / "page.png"
+        page.screenshot(path=str(screenshot), full_page=True)
+    finally:
+        page.close()
+
+    files = {"poster": (poster.name, poster.read_bytes(), "image/jpeg")} if poster is not None else None
+    data = {"overview": overview} if overview is not None else None
+    expected = httpx.post(base_url + "/predict", files=files, data=data, timeout=120)
+    assert expected.status_code == 200, expected.text
+    answer = expected.json()
+
+    probs = answer["probabilities"]
+    assert [b["genre"] for b in bars] == sorted(probs, key=lambda g: (-probs[g], g))  # every genre, sorted
+    for bar in bars:
+        assert math.isclose(float(bar["prob"]), probs[bar["genre"]], rel_tol=0, abs_tol=1e-12), bar
+        assert bar["decided"] == str(bar["genre"] in answer["genres"]).lower(), bar
+        assert bar["text"].endswith("%")
+    assert sorted(decided_chips) == sorted(answer["genres"])
+    assert {m for m, used in inputs.items() if used == "true"} == set(answer["inputs_used"])
+    assert not outside, f"the page loaded things from outside the service: {outside}"
+    assert not errors, f"console errors: {errors}"
+    assert screenshot.stat().st_size > 10_000
+
+    if os.environ.get("MG_SCREENSHOT_OUT"):
+        target = Path(os.environ["MG_SCREENSHOT_OUT"])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(screenshot, target)
+    return answer
+
+
+def test_page_shows_the_same_answer_as_the_api(browser: Any, fake_server: str, tmp_path: Path) -> None:
+    answer = check_page(browser, fake_server, make_poster(tmp_path / "poster.jpg"), OVERVIEW, tmp_path)
+    assert answer["inputs_used"] == ["poster", "overview"]
+
+
+@pytest.mark.parametrize("with_poster, with_overview", [(True, False), (False, True)])
+def test_page_with_one_input(browser: Any, fake_server: str, tmp_path: Path, with_poster: bool,
+                             with_overview: bool) -> None:
+    poster = make_poster(tmp_path / "poster.jpg") if with_poster else None
+    answer = check_page(browser, fake_server, poster, OVERVIEW if with_overview else None, tmp_path,
+                        viewport=(420, 900))
+    assert answer["inputs_used"] == (["poster"] if with_poster else ["overview"])
+
+
+def test_page_shows_server_refusals(browser: Any, fake_server: str, tmp_path: Path) -> None:
+    not_image = tmp_path / "notes.jpg"
+    not_image.write_text("this is not a poster")
+    truncated = tmp_path / "cut.jpg"
+    data = image_bytes("JPEG", size=(300, 400), quality=95)
+    truncated.write_bytes(data[: len(data) // 2])
+    page = browser.new_page()
+    try:
+        page.goto(fake_server + "/")
+        page.wait_for_selector("#model-badge[data-state=up]")
+        page.click("#predict-btn")  # nothing chosen: the page says so itself
+        assert "poster" in page.text_content("#error").lower()
+        for bad, words in ((not_image, "not an image"), (truncated, "truncated")):
+            page.set_input_files("#poster-input", str(bad))
+            page.click("#predict-btn")
+            page.wait_for_selector("#error[data-status='422']")
+            assert words in page.text_content("#error")
+        page.screenshot(path=str(tmp_path / "error.png"), full_page=True)
+        # the page (and the service) still work afterwards
+        page.click("#poster-clear")
+        page.fill("#overview-input", OVERVIEW)
+        page.click("#predict-btn")
+        page.wait_for_selector("#results[data-state=done]")
+        assert page.is_hidden("#error")
+        assert len(read_bars(page)) == 25
+    finally:
+        page.close()
+
+
+def test_docs_page_works_offline(browser: Any, fake_server: str, tmp_path: Path) -> None:
+    page = browser.new_page()
+    outside: list[str] = []
+    page.on("request", lambda r: None if r.url.startswith((fake_server, "data:")) else outside.append(r.url))
+    try:
+        page.goto(fake_server + "/docs")
+        page.wait_for_selector("body[data-state=done]")
+        paths = page.eval_on_selector_all(".endpoint", "els => els.map(e => e.dataset.method + ' ' + e.dataset.path)")
+        assert {"post /predict", "post /predict/batch", "get /health", "get /genres"} <= set(paths)
+        page.screenshot(path=str(tmp_path / "docs.png"), full_page=True)
+    finally:
+        page.close()
+    assert not outside, outside
+
+
+def test_page_with_a_trained_run(browser: Any, tmp_path: Path) -> None:
+    """Set MG_SERVE_RUN_DIR to a run folder to check the page with the real Predictor."""
+    run_dir = os.environ.get("MG_SERVE_RUN_DIR")
+    if not run_dir:
+        pytest.skip("MG_SERVE_RUN_DIR is not set")
+    from movie_genres.predictor import Predictor
+
+    predictor = Predictor.load(run_dir)
+    poster = make_poster(tmp_path / "poster.jpg") if "poster" in predictor.modalities else None
+    overview = OVERVIEW if "overview" in predictor.modalities else None
+    with running_server(create_app(predictor)) as url:
+        check_page(browser, url, poster, overview, tmp_path)

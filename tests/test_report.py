@@ -1,0 +1,230 @@
+"""Report: plots, samples page and multi-run HTML report, on synthetic run folders and a tiny fake dataset."""
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import re
+from html import unescape
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from movie_genres.report import write_report, write_run_plots, write_samples_page
+
+GENRES = ["Action", "Adventure", "Animation", "Biography", "Comedy", "Crime", "Documentary", "Drama", "Family",
+          "Fantasy", "History", "Horror", "Music", "Musical", "Mystery", "N/A", "News", "Reality-TV", "Romance",
+          "Sci-Fi", "Short", "Sport", "Thriller", "War", "Western"]
+USED = ["Action", "Comedy", "Drama", "Romance", "Thriller"]  # the only genres that occur in the fake data
+N_FILMS = 12
+MISSING = "tt9000011"  # no poster file
+BROKEN = "tt9000010"  # a poster file that is not an image
+
+
+def _color(i: int) -> tuple[int, int, int]:
+    return (20 * i % 256, 255 - 20 * i % 256, (60 + 90 * i) % 256)
+
+
+def make_dataset(root: Path) -> tuple[Path, pd.DataFrame]:
+    """A fake dataset dir: the CSV with the real 25-genre schema and one solid-colour poster per film."""
+    rng = np.random.default_rng(1)
+    data_dir = root / "data"
+    (data_dir / "Images").mkdir(parents=True)
+    rows = []
+    for i in range(N_FILMS):
+        fid = f"tt90000{i:02d}"
+        truth = sorted(set(rng.choice(USED, size=rng.integers(1, 4), replace=True)), key=GENRES.index)
+        row = {"Id": fid, "Genre": str(truth)}
+        row.update({g: int(g in truth) for g in GENRES})
+        row["Overview"] = f"Overview of {fid}: a <b>story</b> & \"quotes\" #{i}."
+        rows.append(row)
+        if fid == BROKEN:
+            (data_dir / "Images" / f"{fid}.jpg").write_bytes(b"not a jpeg at all")
+        elif fid != MISSING:
+            Image.new("RGB", (40, 60), _color(i)).save(data_dir / "Images" / f"{fid}.jpg", quality=95)
+    df = pd.DataFrame(rows, columns=["Id", "Genre", *GENRES, "Overview"])
+    df.to_csv(data_dir / "IMDB_overview_genres.csv", index=False, quoting=csv.QUOTE_MINIMAL)
+    return data_dir, df
+
+
+def make_run(root: Path, name: str, model: str, dataset: pd.DataFrame, seed: int, micro_f1: float,
+             history_rows: int | None = 3) -> Path:
+    """A run folder as training writes it; val_predictions.csv rows are shuffled relative to the dataset CSV."""
+    rng = np.random.default_rng(seed)
+    run = root / name
+    run.mkdir()
+    trained = [g in USED for g in GENRES]
+    excluded = [g for g in GENRES if g not in USED]
+    (run / "config.json").write_text(json.dumps({"model": model, "seed": seed, "min_one_genre": True,
+                                                 "data_dir": "data", "version": "0.1.0"}))
+    (run / "genres.json").write_text(json.dumps({"genres": GENRES, "trained": trained, "excluded": excluded}))
+    thresholds = [round(float(rng.uniform(0.3, 0.6)), 2) if t else 0.5 for t in trained]
+    (run / "thresholds.json").write_text(json.dumps({"genres": GENRES, "thresholds": thresholds}))
+    order = rng.permutation(len(dataset))
+    assert not np.array_equal(order, np.arange(len(dataset)))
+    vp = {"Id": dataset["Id"].to_numpy()[order]}
+    for g in GENRES:
+        vp[f"true_{g}"] = dataset[g].to_numpy()[order]
+    for g in GENRES:
+        y = dataset[g].to_numpy()[order]
+        vp[f"prob_{g}"] = np.clip(0.45 * y + rng.uniform(0, 0.55, len(y)), 0, 1) if g in USED else rng.uniform(0, 0.05, len(y))
+    pd.DataFrame(vp).to_csv(run / "val_predictions.csv", index=False)
+    pd.DataFrame({"Id": dataset["Id"], "split": "val"}).to_csv(run / "split.csv", index=False)
+    if history_rows:
+        e = np.arange(history_rows)
+        pd.DataFrame({"epoch": e, "loss": 0.6 - 0.05 * e, "precision": 0.3 + 0.05 * e, "val_loss": 0.65 - 0.03 * e,
+                      "val_precision": 0.28 + 0.04 * e}).to_csv(run / "history.csv", index=False)
+    keys = ["micro_f1", "macro_f1", "weighted_f1", "samples_f1", "micro_precision", "micro_recall", "map_macro"]
+    tuned = {k: micro_f1 - 0.01 * i for i, k in enumerate(keys)}
+    metrics = {
+        "model": model, "n_films": len(dataset), "n_skipped": 3, "skipped": {"poster missing": 2, "empty overview": 1},
+        "tuned": tuned, "at_0_5": {k: v - 0.05 for k, v in tuned.items()},
+        "per_genre": {g: {"precision": 0.5, "recall": 0.5, "f1": round(float(rng.uniform(0.2, 0.9)), 3),
+                          "support": int(dataset[g].sum()), "ap": 0.5, "threshold": t}
+                      for g, t, tr in zip(GENRES, thresholds, trained) if tr},
+        "baselines": {"always Drama": {k: 0.3 for k in keys}, "always Drama + Comedy": {k: 0.35 for k in keys}},
+        "excluded_genres": excluded, "train_seconds": 10.0 * seed, "inference_ms_per_film": 1.5,
+    }
+    if model == "late":
+        metrics["by_modality"] = {"poster only": {"micro_f1": 0.41, "macro_f1": 0.2},
+                                  "overview only": {"micro_f1": 0.52, "macro_f1": 0.31},
+                                  "both": {"micro_f1": 0.58, "macro_f1": 0.36}}
+        metrics["ablation"] = {"no modality dropout": {"micro_f1": 0.55}, "focal loss": {"micro_f1": 0.57}}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    return run
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    data_dir, df = make_dataset(root)
+    run_a = make_run(root, "run_cnn", "cnn", df, seed=3, micro_f1=0.61, history_rows=3)
+    run_b = make_run(root, "run_late", "late", df, seed=4, micro_f1=0.55, history_rows=1)
+    return root, data_dir, df, run_a, run_b
+
+
+def _is_png(path: Path) -> bool:
+    if path.read_bytes()[:8] != b"\x89PNG\r\n\x1a\n":
+        return False
+    with Image.open(path) as im:
+        im.verify()
+    return True
+
+
+def _cards(html: str) -> dict[str, str]:
+    cards = re.findall(r'<article class="film" data-id="([^"]+)">(.*?)</article>', html, flags=re.S)
+    return {unescape(fid): body for fid, body in cards}
+
+
+def test_run_plots_are_valid_pngs(world):
+    _, _, _, run_a, run_b = world
+    for run in (run_a, run_b):  # 3-epoch and 1-epoch histories
+        paths = write_run_plots(run)
+        assert sorted(p.name for p in paths) == sorted(
+            ["learning_curves.png", "confusion_matrices.png", "cooccurrence.png", "per_genre_f1.png"])
+        for p in paths:
+            assert p.parent == run / "plots" and _is_png(p)
+    assert not list((run_a / "plots").glob(".*tmp*")), "atomic_write leaves no temporary files"
+
+
+def test_run_plots_without_history(world, tmp_path):
+    _, _, df, _, _ = world
+    run = make_run(tmp_path, "run_head", "text", df, seed=5, micro_f1=0.5, history_rows=None)
+    paths = write_run_plots(run)
+    assert {p.name for p in paths} == {"confusion_matrices.png", "cooccurrence.png", "per_genre_f1.png"}
+    assert all(_is_png(p) for p in paths)
+
+
+def test_samples_page_lines_up_by_id(world, tmp_path):
+    _, data_dir, df, run_a, run_b = world
+    out = write_samples_page(tmp_path / "samples.html", data_dir, [run_a, run_b], n=N_FILMS)
+    html = out.read_text(encoding="utf-8")
+    cards = _cards(html)
+    assert set(cards) == set(df["Id"])
+    truth_by_id = df.set_index("Id")
+    preds = {run: pd.read_csv(run / "val_predictions.csv", dtype={"Id": str}).set_index("Id") for run in (run_a, run_b)}
+    # the prediction files really are in another order than the CSV, and differ from each other
+    assert list(preds[run_a].index) != list(df["Id"]) and list(preds[run_a].index) != list(preds[run_b].index)
+    for fid, body in cards.items():
+        row = truth_by_id.loc[fid]
+        overview = unescape(re.search(r'<p class="overview">(.*?)</p>', body, flags=re.S).group(1))
+        assert overview == row["Overview"] and fid in overview
+        shown_truth = unescape(re.search(r'<div class="truth" data-genres="([^"]*)"', body).group(1)).split("|")
+        assert shown_truth == [g for g in GENRES if row[g] == 1]
+        shown = dict(re.findall(r'<tr class="pred" data-run="([^"]+)" data-top="([^"]+)"', body))
+        assert set(shown) == {"cnn", "late"}
+        for run, label in ((run_a, "cnn"), (run_b, "late")):
+            probs = preds[run].loc[fid, [f"prob_{g}" for g in USED]].astype(float)
+            expected = [(c[len("prob_"):], round(float(p), 4)) for c, p in probs.sort_values(ascending=False)[:3].items()]
+            got = [(g, float(p)) for g, p in (item.split("=") for item in unescape(shown[label]).split("|"))]
+            assert [g for g, _ in got] == [g for g, _ in expected]
+            assert np.allclose([p for _, p in got], [p for _, p in expected], atol=1e-4)
+        assert "labels in val_predictions.csv differ" not in body
+        # poster: the thumbnail of this Id's poster (solid colour i), or a placeholder
+        i = int(fid[-2:])
+        img = re.search(r'<img class="poster" data-id="[^"]+" src="data:image/jpeg;base64,([^"]+)"', body)
+        if fid in (MISSING, BROKEN):
+            assert img is None and 'class="poster placeholder"' in body
+        else:
+            with Image.open(io.BytesIO(base64.b64decode(img.group(1)))) as im:
+                assert im.format == "JPEG" and max(im.size) <= 180
+                mean = np.asarray(im.convert("RGB"), dtype=float).reshape(-1, 3).mean(axis=0)
+            assert np.abs(mean - np.array(_color(i))).max() < 12, (fid, mean, _color(i))
+    # text is escaped, never raw markup from the data
+    assert "<b>story</b>" not in html and "&lt;b&gt;story&lt;/b&gt;" in html
+    assert "http://" not in html and "https://" not in html  # self-contained
+
+
+def test_samples_page_ids_and_sampling(world, tmp_path):
+    _, data_dir, _, run_a, _ = world
+    html = write_samples_page(tmp_path / "s.html", data_dir, [run_a], ids=[MISSING, "tt9000003", "tt_unknown"]).read_text()
+    assert list(_cards(html)) == [MISSING, "tt9000003"]
+    assert 'class="poster placeholder" data-id="tt9000011"' in html
+    a = list(_cards(write_samples_page(tmp_path / "a.html", data_dir, [run_a], n=4, seed=7).read_text()))
+    b = list(_cards(write_samples_page(tmp_path / "b.html", data_dir, [run_a], n=4, seed=7).read_text()))
+    assert len(a) == 4 and a == b
+
+
+def test_report_compares_runs_and_marks_best(world, tmp_path):
+    _, data_dir, _, run_a, run_b = world
+    out = write_report([run_a, run_b], tmp_path / "report.html", data_dir=data_dir, title="Test <report>")
+    html = out.read_text(encoding="utf-8")
+    assert "<title>Test &lt;report&gt;</title>" in html
+    assert "validation split" in html.lower()
+    rows = dict(re.findall(r'<tr class="(?:run|baseline)"><td class="name">([^<]+)</td>(.*?)</tr>', html, flags=re.S))
+    assert {"cnn", "late", "baseline: always Drama", "baseline: always Drama + Comedy"} <= set(rows)
+    assert sum(k.startswith("baseline:") for k in rows) == 2  # identical baselines of the two runs shown once
+    first_cell = lambda row: re.match(r"<td([^>]*)>([^<]*)</td>", row).groups()  # noqa: E731
+    assert first_cell(rows["cnn"]) == (' class="best"', "0.610")  # micro F1: cnn wins
+    assert first_cell(rows["late"]) == ("", "0.550")
+    assert first_cell(rows["baseline: always Drama"]) == ("", "0.300")
+    # per-genre table names a winner for each learned genre, and the excluded genres are listed
+    per_genre = html.split('id="per-genre"')[1].split('id="data"')[0]
+    f1 = {run: json.loads((run / "metrics.json").read_text())["per_genre"] for run in (run_a, run_b)}
+    for g in USED:
+        a, b = f1[run_a][g]["f1"], f1[run_b][g]["f1"]
+        winner = "cnn" if a > b else "late" if b > a else "cnn, late"
+        row = re.search(rf"<td class=\"name\">{g}</td>(.*?)</tr>", per_genre).group(1)
+        assert row.endswith(f'<td class="txt">{winner}</td>')
+        assert f'<td class="best">{max(a, b):.3f}</td>' in row and row.count('class="best"') == (2 if a == b else 1)
+    assert "Documentary" in html.split('id="data"')[1].split("</p>")[0]
+    assert "poster missing: 2" in html
+    # optional sections of the late run, embedded plots, samples with both runs
+    assert 'id="by_modality"' in html and "overview only" in html and 'id="ablation"' in html
+    assert html.count("data:image/png;base64,") == 8
+    assert (run_a / "plots" / "per_genre_f1.png").is_file()
+    cards = _cards(html)
+    assert cards and all('data-run="cnn"' in c and 'data-run="late"' in c for c in cards.values())
+    assert 'class="poster placeholder"' in html or MISSING not in cards
+
+
+def test_report_without_data_dir_or_plots(tmp_path):
+    _, df = make_dataset(tmp_path)
+    run = make_run(tmp_path, "r", "text", df, seed=6, micro_f1=0.5, history_rows=None)
+    html = write_report([run], tmp_path / "out" / "r.html").read_text()
+    assert 'id="samples"' not in html and html.count("data:image/png;base64,") == 3
+    assert "no learning curves" in html
