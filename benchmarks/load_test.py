@@ -4,9 +4,10 @@
     python benchmarks/load_test.py --fake                 # HTTP layer only (tests/serve_helpers.FakePredictor)
     python benchmarks/load_test.py --url http://127.0.0.1:8000 --pid 1234   # a server that is already running
 
-It starts ``python -m movie_genres.serve.app RUN_DIR --port P`` (or ``movie-genres serve RUN_DIR --port P`` with
-``--launcher cli``), waits for /health, sends a bounded number of requests (a mix of poster+overview, poster-only and
-overview-only; the kinds the model cannot read are left out) from ``--concurrency`` threads, stops dispatching after
+It starts ``python -m movie_genres.serve.app RUN_DIR --port P`` (or ``python -m movie_genres serve RUN_DIR --port P``,
+the ``movie-genres serve`` command, with ``--launcher cli``), waits for /health, sends a bounded number of requests (a mix of poster+overview, poster-only and
+overview-only; the kinds the model cannot read are left out; ``--include-bad`` adds truncated posters that must be
+refused with 422) from ``--concurrency`` threads, stops dispatching after
 ``--max-seconds``, and prints a markdown table: throughput, p50/p99 latency, errors, and the server's resident memory
 at start, middle and end (flat memory = no leak). The client uses only the standard library and httpx.
 Exit status 1 if any request failed.
@@ -31,6 +32,7 @@ from urllib.parse import urlparse
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+BAD = "bad input (422 expected)"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 OVERVIEWS = [
     "A retired hitman is pulled back into the underworld when his old crew kidnaps his daughter.",
@@ -92,7 +94,7 @@ def start_server(args: argparse.Namespace, port: int) -> subprocess.Popen:
     if args.fake:
         cmd = [sys.executable, str(ROOT / "tests" / "serve_helpers.py"), "--port", str(port)]
     elif args.launcher == "cli":
-        cmd = ["movie-genres", "serve", args.run_dir, "--port", str(port)]
+        cmd = [sys.executable, "-m", "movie_genres", "serve", args.run_dir, "--port", str(port)]  # = movie-genres serve
     else:
         cmd = [sys.executable, "-m", "movie_genres.serve.app", args.run_dir, "--port", str(port),
                "--log-level", "warning"]
@@ -204,6 +206,9 @@ def build_request(kind: str, i: int, posters: list, rng: random.Random) -> dict:
         return {"files": {"poster": poster}, "data": {"overview": overview}}
     if kind == "poster":
         return {"files": {"poster": poster}}
+    if kind == BAD:  # a truncated poster: the service must answer 422 and keep going
+        name, data, ctype = poster
+        return {"files": {"poster": (name, data[: len(data) // 2], ctype)}}
     return {"files": {"overview": (None, overview)}}  # multipart, like the page
 
 
@@ -226,7 +231,8 @@ def run_load(url: str, kinds: list[str], posters: list, n: int, concurrency: int
                 started = time.perf_counter()
                 try:
                     r = http.post("/predict", **request)
-                    error = None if r.status_code == 200 else f"HTTP {r.status_code}: {r.text[:200]}"
+                    expected = 422 if kind == BAD else 200
+                    error = None if r.status_code == expected else f"HTTP {r.status_code}: {r.text[:200]}"
                 except httpx.HTTPError as exc:
                     error = f"{type(exc).__name__}: {exc}"
                 results.add(kind, time.perf_counter() - started, error)
@@ -298,9 +304,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=300, help="stop dispatching after this (default: 300)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed requests first (default: %(default)s)")
     parser.add_argument("--posters", help="folder of real poster files to send (default: synthetic PNGs)")
+    parser.add_argument("--include-bad", action="store_true",
+                        help="also send truncated posters (expects 422) to show bad input costs no memory")
     parser.add_argument("--fake", action="store_true", help="serve the tests' FakePredictor (HTTP layer only)")
     parser.add_argument("--launcher", choices=["module", "cli"], default="module",
-                        help="module: python -m movie_genres.serve.app; cli: movie-genres serve (default: module)")
+                        help="module: python -m movie_genres.serve.app; cli: python -m movie_genres serve (default: module)")
     parser.add_argument("--url", help="target a running server on this machine instead of starting one")
     parser.add_argument("--pid", type=int, help="with --url: the server's process id, for its memory")
     parser.add_argument("--startup-timeout", type=float, default=180, help="seconds to wait for /health")
@@ -327,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         modalities = set(health.get("modalities") or ["poster", "overview"])
         kinds = [k for k in ("poster+overview", "poster", "overview") if set(k.split("+")) <= modalities or
                  (k == "poster+overview" and modalities)]
+        if args.include_bad:
+            kinds.append(BAD)
         posters = load_posters(args.posters)
         if args.warmup:
             run_load(url, kinds, posters, args.warmup, min(args.concurrency, args.warmup), args.max_seconds,

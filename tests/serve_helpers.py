@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import io
@@ -36,7 +37,7 @@ class FakePredictor:
     """The Predictor interface (docs/ARCHITECTURE.md) with deterministic probabilities that depend on the inputs.
 
     The same poster pixels and overview always give the same answer; different inputs give different answers.
-    ``fail=True`` makes every call raise (a model failure); ``calls`` counts predict_one/predict_many calls.
+    ``fail=True`` makes every call raise (a model failure); ``calls`` counts predict_one calls; ``seen`` keeps the last 8 inputs.
     """
 
     def __init__(self, modalities: tuple[str, ...] = ("poster", "overview"), model_name: str = "fake",
@@ -48,7 +49,7 @@ class FakePredictor:
         self.fail = fail
         self.answer = answer  # if set, returned as is (to test bad predictor output)
         self.calls = 0
-        self.seen: list[tuple[Image.Image | None, str | None]] = []
+        self.seen: collections.deque[tuple[Image.Image | None, str | None]] = collections.deque(maxlen=8)  # last inputs
 
     def _probabilities(self, poster: Image.Image | None, overview: str | None) -> dict[str, float]:
         digest = hashlib.sha256()

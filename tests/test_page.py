@@ -5,8 +5,9 @@ Without them the tests skip, or FAIL when the CI environment variable is set.
 
 ``check_page(browser, base_url, poster, overview, out_dir)`` works against any running service: the tests here use the
 FakePredictor; with a trained run, serve ``create_app(Predictor.load(run_dir))`` through ``running_server`` and call it
-the same way (``MG_SERVE_RUN_DIR=runs/x pytest -m browser`` does exactly that).
-``MG_SCREENSHOT_OUT=docs/screenshot-page.png`` also copies the screenshot there.
+the same way (``test_page_with_a_trained_run`` does, with conftest's tiny run or ``MG_SERVE_RUN_DIR=runs/x``).
+``MG_SCREENSHOT_OUT=docs/screenshot-page.png`` also copies the main test's screenshot there (the trained run's one
+instead when MG_SERVE_RUN_DIR is set).
 """
 from __future__ import annotations
 
@@ -82,10 +83,11 @@ def read_bars(page: Any) -> list[dict[str, Any]]:
 
 
 def check_page(browser: Any, base_url: str, poster: Path | None, overview: str | None, out_dir: Path,
-               viewport: tuple[int, int] = (1280, 900)) -> dict[str, Any]:
+               viewport: tuple[int, int] = (1280, 900), publish: bool = False) -> dict[str, Any]:
     """Fill the page like a user, wait for the bars, check them against POST /predict; returns that answer.
 
-    Also checks that the page loads nothing from outside the service and logs no errors; saves ``page.png``.
+    Also checks that the page loads nothing from outside the service and logs no errors; saves ``page.png`` in
+    ``out_dir`` and, with ``publish`` and MG_SCREENSHOT_OUT set, copies it there.
     """
     page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
     outside: list[str] = []
@@ -133,7 +135,7 @@ def check_page(browser: Any, base_url: str, poster: Path | None, overview: str |
     assert not errors, f"console errors: {errors}"
     assert screenshot.stat().st_size > 10_000
 
-    if os.environ.get("MG_SCREENSHOT_OUT"):
+    if publish and os.environ.get("MG_SCREENSHOT_OUT"):
         target = Path(os.environ["MG_SCREENSHOT_OUT"])
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(screenshot, target)
@@ -141,7 +143,7 @@ def check_page(browser: Any, base_url: str, poster: Path | None, overview: str |
 
 
 def test_page_shows_the_same_answer_as_the_api(browser: Any, fake_server: str, tmp_path: Path) -> None:
-    answer = check_page(browser, fake_server, make_poster(tmp_path / "poster.jpg"), OVERVIEW, tmp_path)
+    answer = check_page(browser, fake_server, make_poster(tmp_path / "poster.jpg"), OVERVIEW, tmp_path, publish=True)
     assert answer["inputs_used"] == ["poster", "overview"]
 
 
@@ -198,15 +200,12 @@ def test_docs_page_works_offline(browser: Any, fake_server: str, tmp_path: Path)
     assert not outside, outside
 
 
-def test_page_with_a_trained_run(browser: Any, tmp_path: Path) -> None:
-    """Set MG_SERVE_RUN_DIR to a run folder to check the page with the real Predictor."""
-    run_dir = os.environ.get("MG_SERVE_RUN_DIR")
-    if not run_dir:
-        pytest.skip("MG_SERVE_RUN_DIR is not set")
+def test_page_with_a_trained_run(browser: Any, trained_runs: dict, tmp_path: Path) -> None:
+    """The real Predictor behind the page: the tiny cnn run from conftest, or MG_SERVE_RUN_DIR if set."""
     from movie_genres.predictor import Predictor
 
-    predictor = Predictor.load(run_dir)
-    poster = make_poster(tmp_path / "poster.jpg") if "poster" in predictor.modalities else None
-    overview = OVERVIEW if "overview" in predictor.modalities else None
+    predictor = Predictor.load(os.environ.get("MG_SERVE_RUN_DIR") or trained_runs["cnn"])
     with running_server(create_app(predictor)) as url:
-        check_page(browser, url, poster, overview, tmp_path)
+        answer = check_page(browser, url, make_poster(tmp_path / "poster.jpg"), OVERVIEW, tmp_path,
+                            publish=bool(os.environ.get("MG_SERVE_RUN_DIR")))  # a real run's page wins
+    assert set(answer["inputs_used"]) == set(predictor.modalities)

@@ -542,6 +542,34 @@ def test_real_server_under_concurrent_load() -> None:
         assert httpx.get(url + "/health").status_code == 200
 
 
+# ---------------------------------------------------------------------------------------------------- a trained run
+
+
+@pytest.mark.parametrize("model", ["cnn", "bilstm"])
+def test_real_predictor_behind_the_api(trained_runs: dict, model: str) -> None:
+    from movie_genres.predictor import Predictor
+
+    predictor = Predictor.load(trained_runs[model])
+    reads = "poster" if model == "cnn" else "overview"
+    other = "overview" if reads == "poster" else "poster"
+    with TestClient(create_app(predictor)) as c:
+        health = c.get("/health").json()
+        assert health["model"] == model and health["modalities"] == [reads]
+        both = [poster_part(image_bytes(seed=3)), overview_part("A story of ghost blood haunted scream.")]
+        r = post(c, *both)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert list(body["probabilities"]) == predictor.genres and body["genres"] and body["inputs_used"] == [reads]
+        assert body == predictor.predict_one(poster=Image.open(io.BytesIO(image_bytes(seed=3))).convert("RGB"),
+                                             overview="A story of ghost blood haunted scream.")
+        refused(post(c, both[0] if other == "poster" else both[1]), 422, f"reads only the {reads}")
+        refused(post(c, poster_part(truncated_jpeg()), both[1]), 422, "truncated")
+        batch = post(c, *[(f"{name}_{i}", *rest) for i in range(3) for name, *rest in both], path="/predict/batch")
+        assert batch.status_code == 200, batch.text
+        assert batch.json()["results"] == [body] * 3
+        alive(c)
+
+
 # ---------------------------------------------------------------------------------------------------- module
 
 

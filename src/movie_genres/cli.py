@@ -55,12 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.verb == "train":
             overrides = parse_overrides(args.overrides)
+            epochs = args.epochs if args.epochs is not None else overrides.pop("epochs", None)
             if args.resume:
-                run = mg.train(resume=args.resume, data=args.data, epochs=args.epochs)
+                run = mg.train(resume=args.resume, data=args.data, epochs=epochs)
             elif args.model == "all":
-                run = mg.train_all(args.data, args.out or "runs/main", args.epochs, **overrides)
+                run = mg.train_all(args.data, args.out or "runs/main", epochs, **overrides)
             else:
-                run = mg.train(args.model, args.data, args.out, args.epochs, **overrides)
+                run = mg.train(args.model, args.data, args.out, epochs, **overrides)
             print(run)
         elif args.verb == "evaluate":
             m = mg.evaluate(args.run_dir, args.data, args.output)

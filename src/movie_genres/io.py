@@ -27,6 +27,8 @@ def _clear_errors(path: Path) -> Iterator[None]:
             raise OutputError(f"no space left on the device while writing {path}; free some space and retry") from None
         if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
             raise OutputError(f"cannot write {path}: the folder is read-only or not yours ({exc.strerror})") from None
+        if exc.errno in (errno.ENOTDIR, errno.EEXIST):
+            raise OutputError(f"cannot write {path}: a file stands where a folder is needed ({exc.strerror})") from None
         raise
 
 

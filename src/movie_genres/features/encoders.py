@@ -235,7 +235,8 @@ class MiniLMEncoder(Encoder):
         with _torch_threads(self.threads):
             self.model = SentenceTransformer(str(self._model_dir()), device="cpu", local_files_only=True)
         self.model.eval()
-        got = self.model.get_sentence_embedding_dimension()
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        got = get_dim()
         if got != self.dim:
             raise RuntimeError(f"minilm: bundled model gives {got}-d embeddings, expected {self.dim}")
 

@@ -70,7 +70,7 @@ def open_poster(source, size: int | None = None, notes: Counter | None = None) -
     except UnidentifiedImageError:
         raise PosterError("poster not an image", "not a JPEG or any image format Pillow reads") from None
     except OSError as exc:
-        raise PosterError("poster unreadable", str(exc)) from None
+        raise PosterError("poster truncated" if "truncat" in str(exc).lower() else "poster unreadable", str(exc)) from None
     w, h = img.size
     if w * h > MAX_PIXELS:
         raise PosterError("poster too large", f"{w}x{h} pixels is over the {MAX_PIXELS:,} pixel limit")

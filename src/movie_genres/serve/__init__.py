@@ -1,4 +1,17 @@
-"""FastAPI service and web page: ``create_app(predictor)`` for tests and embedding, ``serve(run_dir)`` to run it."""
-from movie_genres.serve.app import ApiError, Limits, create_app, decode_poster, serve
+"""FastAPI service and web page: ``create_app(predictor)`` for tests and embedding, ``serve(run_dir)`` to run it.
+
+Names are loaded lazily so that ``python -m movie_genres.serve.app`` runs the module once, cleanly.
+"""
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["ApiError", "Limits", "create_app", "decode_poster", "serve"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from movie_genres.serve import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module 'movie_genres.serve' has no attribute {name!r}")

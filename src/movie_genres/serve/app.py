@@ -410,6 +410,8 @@ _PREDICT_DOC = """One film. Multipart form fields (send at least one):
 * `overview`: the plot summary, UTF-8 text, at most `max_overview_chars` characters (default 5000).
 
 `curl -F poster=@poster.jpg -F overview="A retired hitman..." http://127.0.0.1:8000/predict`
+
+An overview-only request may also be url-encoded (`curl --data-urlencode overview="..." .../predict`).
 """
 
 _BATCH_DOC = """Several films in one multipart form. Film *i* (0, 1, 2, ...) is made of the fields
@@ -658,9 +660,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-batch", type=int, default=32, help="most films per /predict/batch (default: 32)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     args = parser.parse_args(argv)
-    serve(args.run_dir, host=args.host, port=args.port, log_level=args.log_level,
-          max_upload_bytes=int(args.max_upload_mb * MIB), max_overview_chars=args.max_overview_chars,
-          max_batch=args.max_batch)
+    try:
+        serve(args.run_dir, host=args.host, port=args.port, log_level=args.log_level,
+              max_upload_bytes=int(args.max_upload_mb * MIB), max_overview_chars=args.max_overview_chars,
+              max_batch=args.max_batch)
+    except (ValueError, OSError) as exc:  # RunError (not a run folder), bad limits, port in use
+        parser.exit(2, f"cannot serve {args.run_dir}: {exc}\n")
 
 
 if __name__ == "__main__":

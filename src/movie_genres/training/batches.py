@@ -108,5 +108,14 @@ class TrainBatches(keras.utils.PyDataset):
                 x[feat][sel] = 0.0
         return x
 
-    def on_epoch_end(self) -> None:
-        self.set_epoch(self.epoch + 1)
+
+class EpochSetter(keras.callbacks.Callback):
+    """Tell the batches which epoch begins, so shuffling and augmentation depend on the epoch number alone (a
+    resumed run then sees exactly the batches a straight run would)."""
+
+    def __init__(self, batches: TrainBatches):
+        super().__init__()
+        self.batches = batches
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.batches.set_epoch(epoch)

@@ -37,12 +37,33 @@ class RunCheckpoint(keras.callbacks.Callback):
             atomic_write(self.run_dir / "model.keras", lambda tmp: self.model.save(tmp))
         atomic_write(self.run_dir / "last.keras", lambda tmp: self.model.save(tmp))
         # The resume checkpoint is written last: if it exists, everything above is at least as new.
-        atomic_write(self.run_dir / "checkpoint" / "ckpt.keras", lambda tmp: self.model.save(tmp))
+        ckpt = self.run_dir / "checkpoint"
+        atomic_write(ckpt / "optimizer.npz", lambda tmp: save_optimizer(self.model.optimizer, tmp))
+        atomic_write(ckpt / "ckpt.keras", lambda tmp: self.model.save(tmp))
         early = self.early
         write_json(
             self.run_dir / "checkpoint" / "state.json",
             {"epochs_done": epoch + 1, "best": self.best, "history": self.history, "early_stopping": early.state() if early else None},
         )
+
+
+class ReseedEachEpoch(keras.callbacks.Callback):
+    """Set every dropout/random layer's seed state from (seed, epoch) when an epoch begins.
+
+    Keras does not save seed-generator state in ``.keras`` files, so without this a resumed run would draw other
+    dropout masks than a straight run from the first resumed epoch on.
+    """
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # Unseeded dropout on the torch backend draws from the global generator; seeded layers from their own state.
+        keras.utils.set_random_seed(self.seed * 1000 + epoch)
+        states = [v for v in self.model.variables if v.path.endswith("seed_generator_state")]
+        for i, var in enumerate(states):
+            var.assign(keras.ops.convert_to_tensor([self.seed * 1000 + i, epoch * 100_003], dtype=var.dtype))
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -60,6 +81,26 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
     def state(self) -> dict:
         return {"wait": int(self.wait), "best": float(self.best) if self.best is not None else None}
+
+
+def save_optimizer(optimizer, path: Path) -> None:
+    """Optimizer variables (step count, Adam moments) as plain arrays, so a resume continues the same trajectory."""
+    import numpy as np
+
+    arrays = {f"v{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(optimizer.variables)}
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def restore_optimizer(model, path: Path) -> None:
+    import numpy as np
+
+    model.optimizer.build(model.trainable_variables)
+    with np.load(path) as saved:
+        if len(saved.files) != len(model.optimizer.variables):
+            raise ValueError(f"{path} holds {len(saved.files)} optimizer variables, the model needs {len(model.optimizer.variables)}")
+        for i, var in enumerate(model.optimizer.variables):
+            var.assign(saved[f"v{i}"])
 
 
 def load_state(run_dir: Path) -> dict | None:

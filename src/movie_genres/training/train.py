@@ -32,7 +32,7 @@ def _compile(model, cfg: Config, trained: np.ndarray, pos_weight: np.ndarray | N
     model.compile(
         optimizer=keras.optimizers.Adam(cfg.learning_rate),
         loss=loss,
-        metrics=[keras.metrics.Precision(name="precision"), keras.metrics.Recall(name="recall"), keras.metrics.AUC(name="auc", multi_label=True)],
+        metrics=[keras.metrics.Precision(name="precision"), keras.metrics.Recall(name="recall"), keras.metrics.AUC(name="auc", multi_label=True, num_labels=len(trained), label_weights=trained.astype("float32").tolist())],
     )
     return model
 
@@ -122,8 +122,8 @@ def fit_keras(cfg: Config, prep: Prepared, run_dir: Path, model=None, state: dic
     """Fit a Keras model on prepared inputs with early stopping; returns the best model."""
     import keras
 
-    from movie_genres.training.batches import TrainBatches, oversample_index
-    from movie_genres.training.callbacks import ResumableEarlyStopping, RunCheckpoint
+    from movie_genres.training.batches import EpochSetter, TrainBatches, oversample_index
+    from movie_genres.training.callbacks import ReseedEachEpoch, ResumableEarlyStopping, RunCheckpoint
 
     y = prep.ds.labels
     tr, va = prep.train_idx, prep.val_idx
@@ -139,7 +139,7 @@ def fit_keras(cfg: Config, prep: Prepared, run_dir: Path, model=None, state: dic
     )
     val_inputs = feed(model, _subset(prep.inputs, va))
     early = ResumableEarlyStopping(monitor="val_loss", patience=cfg.patience, restored=(state or {}).get("early_stopping"))
-    callbacks = [early]
+    callbacks = [EpochSetter(batches), ReseedEachEpoch(cfg.seed), early]
     if write_run:
         callbacks.append(RunCheckpoint(run_dir, (state or {}).get("history"), (state or {}).get("best", math.inf), early))
     history = model.fit(
@@ -147,7 +147,7 @@ def fit_keras(cfg: Config, prep: Prepared, run_dir: Path, model=None, state: dic
         initial_epoch=initial_epoch, callbacks=callbacks, verbose=cfg.verbose,
     )
     if write_run and (run_dir / "model.keras").exists():
-        return keras.saving.load_model(run_dir / "model.keras")
+        return keras.saving.load_model(run_dir / "model.keras", compile=False)
     return model
 
 
@@ -262,7 +262,15 @@ def train(model: str = "cnn", data=None, out=None, epochs: int | None = None, re
     if cfg.model == "late":
         best = fit_late(cfg, prep, run_dir)
     else:
-        resume_model = keras.saving.load_model(run_dir / "checkpoint" / "ckpt.keras") if state else None
+        resume_model = None
+        if state:
+            from movie_genres.training.callbacks import restore_optimizer
+
+            # Rebuild the compiled model from the config, then restore weights and optimizer state from the checkpoint.
+            trained = np.array(read_json(run_dir / "genres.json")["trained"], dtype=bool)
+            pos_weight = positive_weights(prep.ds.labels[prep.train_idx]) if cfg.pos_weight else None
+            resume_model = _compile(keras.saving.load_model(run_dir / "checkpoint" / "ckpt.keras", compile=False), cfg, trained, pos_weight)
+            restore_optimizer(resume_model, run_dir / "checkpoint" / "optimizer.npz")
         try:
             best = fit_keras(cfg, prep, run_dir, resume_model, state)
         except KeyboardInterrupt:

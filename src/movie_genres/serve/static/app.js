@@ -43,7 +43,8 @@
       const note = $("modality-note");
       if (modalities.length === 1) {
         const other = modalities[0] === "poster" ? "overview" : "poster";
-        note.textContent = `This model reads only the ${modalities[0]}; a ${other} is sent but ignored.`;
+        note.textContent = `This model reads only the ${modalities[0]}; ${other === "overview" ? "an" : "a"} ${other} ` +
+          "can be sent but is ignored.";
         note.hidden = false;
       }
       updateCount();

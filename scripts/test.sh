@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up with the test tools and run the whole test suite, then the model tests again on a second Keras backend (JAX).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --dev
+export MOVIE_GENRES_CACHE=${MOVIE_GENRES_CACHE:-$PWD/.cache/movie-genres}
+.venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pip install -q 'jax[cpu]==0.12.0.1'
+KERAS_BACKEND=jax .venv/bin/python -m pytest -q tests/test_models.py

@@ -1,0 +1,138 @@
+"""Every bad-input case of the data loader: a clear error for the whole file, a counted skip for one row."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import synthetic_rows, write_dataset
+from movie_genres.data.dataset import DataError, load_dataset
+from movie_genres.data.split import stratified_split
+from movie_genres.features.posters import decode_posters
+
+
+def _jpeg(mode="RGB", size=(30, 60), fmt="JPEG") -> bytes:
+    buf = io.BytesIO()
+    colour = {"RGB": (10, 200, 30), "L": 128, "CMYK": (0, 100, 200, 0), "RGBA": (10, 20, 30, 128)}[mode]
+    Image.new(mode, size, colour).save(buf, fmt)
+    return buf.getvalue()
+
+
+def test_clean_dataset_loads(tiny_data):
+    ds = load_dataset(tiny_data)
+    assert len(ds) == 60 and ds.n_skipped == 0
+    assert ds.labels.shape == (60, 25) and set(np.unique(ds.labels)) <= {0.0, 1.0}
+    assert all(p is not None and p.exists() for p in ds.poster_paths)
+
+
+def test_missing_folder_and_csv_say_what_is_expected(tmp_path):
+    with pytest.raises(DataError, match="does not exist.*IMDB_overview_genres.csv"):
+        load_dataset(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="has no IMDB_overview_genres.csv"):
+        load_dataset(tmp_path / "empty")
+
+
+def test_missing_columns_is_an_error(tmp_path):
+    root = tmp_path / "d"
+    root.mkdir()
+    (root / "IMDB_overview_genres.csv").write_text("Id,Genre,Action,Overview\ntt1,['Action'],1,x\n", encoding="utf-8")
+    with pytest.raises(DataError, match="missing column.*Adventure"):
+        load_dataset(root)
+
+
+def test_bad_rows_are_counted_not_fatal(tmp_path):
+    rows = synthetic_rows(12)
+    rows[0]["columns"] = {"Drama": "2"}  # genre value other than 0/1
+    rows[1]["Genre"] = "['Western']"  # Genre disagrees with the one-hot columns
+    rows[2]["Id"] = rows[3]["Id"]  # duplicate Id (the first is kept)
+    rows[4]["Overview"] = ""  # empty overview: kept (poster still usable) but noted
+    root = write_dataset(tmp_path / "d", rows)
+    ds = load_dataset(root)
+    assert ds.skipped["genre value not 0/1"] == 1
+    assert ds.skipped["Genre disagrees with one-hot columns"] == 1
+    assert ds.skipped["duplicate Id"] == 1
+    assert ds.notes["empty overview"] == 1
+    assert len(ds) == 9
+    assert any("Western" in p for p in ds.problems)
+    strict = load_dataset(root, require=("overview",))
+    assert strict.skipped["empty overview"] == 1 and len(strict) == 8
+
+
+def test_non_utf8_row_is_skipped(tmp_path):
+    root = write_dataset(tmp_path / "d", synthetic_rows(6))
+    csv_path = root / "IMDB_overview_genres.csv"
+    raw = csv_path.read_bytes().replace(b"A story of", b"A caf\xe9 story of", 1)  # Latin-1 byte, invalid UTF-8
+    csv_path.write_bytes(raw)
+    ds = load_dataset(root)
+    assert ds.skipped["non-UTF-8 text"] == 1 and len(ds) == 5
+
+
+def test_missing_poster_is_noted_or_skipped(tmp_path):
+    rows = synthetic_rows(6)
+    root = write_dataset(tmp_path / "d", rows, posters={rows[0]["Id"]: None})
+    assert load_dataset(root).notes["poster missing"] == 1
+    assert load_dataset(root, require=("poster",)).skipped["poster missing"] == 1
+
+
+def test_poster_content_problems_are_counted(tmp_path):
+    rows = synthetic_rows(8)
+    good = _jpeg()
+    posters = {
+        rows[0]["Id"]: b"this is not an image at all",
+        rows[1]["Id"]: good[: len(good) // 2],  # truncated JPEG (cut in its headers)
+        rows[2]["Id"]: _jpeg("L"),  # greyscale
+        rows[3]["Id"]: _jpeg("CMYK"),  # CMYK JPEG
+        rows[4]["Id"]: _jpeg("RGBA", fmt="PNG"),  # a PNG behind a .jpg name
+        rows[5]["Id"]: b"",  # empty file
+    }
+    root = write_dataset(tmp_path / "d", rows, posters=posters)
+    ds = load_dataset(root)
+    images, ok, problems, notes = decode_posters(ds.poster_paths, 16, cache_dir=None, workers=1, progress=False)
+    assert ok.tolist() == [False, False, True, True, True, False, True, True]
+    assert problems == {"poster not an image": 1, "poster truncated": 1, "poster empty": 1}
+    assert notes["poster greyscale converted to RGB"] == 1
+    assert notes["poster CMYK converted to RGB"] == 1
+    assert notes["poster is PNG, not JPEG"] == 1
+    assert images.shape == (8, 16, 16, 3) and images[2].std() == 0 and images[2].mean() > 0
+
+
+def test_jpeg_truncated_in_its_pixel_data_is_counted(tmp_path):
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (300, 150, 3), dtype=np.uint8)).save(buf, "JPEG")
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) * 2 // 3])
+    _, ok, problems, _ = decode_posters([path], 64, None, workers=1, progress=False)
+    assert not ok[0] and problems == {"poster truncated": 1}
+
+
+def test_poster_cache_is_reused_and_rebuilt_when_corrupt(tmp_path, tiny_data):
+    ds = load_dataset(tiny_data)
+    first = decode_posters(ds.poster_paths, 16, tmp_path / "c", workers=1, progress=False)[0]
+    cache_file = next((tmp_path / "c").rglob("*.npz"))
+    again = decode_posters(ds.poster_paths, 16, tmp_path / "c", workers=1, progress=False)[0]
+    np.testing.assert_array_equal(first, again)
+    cache_file.write_bytes(cache_file.read_bytes()[:100])  # corrupt it
+    rebuilt = decode_posters(ds.poster_paths, 16, tmp_path / "c", workers=1, progress=False)[0]
+    np.testing.assert_array_equal(first, rebuilt)
+
+
+def test_parallel_decode_matches_serial(tiny_data):
+    ds = load_dataset(tiny_data)
+    paths = ds.poster_paths * 2  # > 64 jobs so the process pool is used
+    serial = decode_posters(paths, 16, None, workers=1, progress=False)[0]
+    parallel = decode_posters(paths, 16, None, workers=2, progress=False)[0]
+    np.testing.assert_array_equal(serial, parallel)
+
+
+def test_split_is_deterministic_stratified_and_disjoint(tiny_data):
+    ds = load_dataset(tiny_data)
+    a = stratified_split(ds.labels, 0.25, seed=3)
+    b = stratified_split(ds.labels, 0.25, seed=3)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert not set(a[0]) & set(a[1]) and len(a[0]) + len(a[1]) == len(ds)
+    share = ds.labels[a[1]].mean(0) - ds.labels[a[0]].mean(0)
+    assert np.abs(share).max() < 0.15

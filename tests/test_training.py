@@ -1,0 +1,98 @@
+"""Training on tiny synthetic data: run folder contents, reload, predictor, evaluate, never overwriting runs."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import synthetic_rows, write_dataset
+from movie_genres import GenreClassifier, Predictor, evaluate, train
+from movie_genres.config import ConfigError, make_config
+from movie_genres.predictor import RunError
+
+RUN_FILES = {"config.json", "featurizer.json", "genres.json", "thresholds.json", "model.keras", "last.keras", "history.csv",
+             "metrics.json", "split.csv", "val_predictions.csv", "samples.html"}
+
+
+@pytest.mark.parametrize("model", ["cnn", "bilstm"])
+def test_run_folder_is_complete(trained_runs, model):
+    run = trained_runs[model]
+    assert RUN_FILES <= {p.name for p in run.iterdir()}
+    assert {p.name for p in (run / "plots").iterdir()} >= {"learning_curves.png", "confusion_matrices.png", "cooccurrence.png", "per_genre_f1.png"}
+    m = json.loads((run / "metrics.json").read_text())
+    for key in ("micro_f1", "macro_f1", "weighted_f1", "samples_f1", "micro_precision", "micro_recall", "map_macro"):
+        assert 0 <= m["tuned"][key] <= 1 and 0 <= m["at_0_5"][key] <= 1
+    assert set(m["baselines"]) == {"always Drama", "always Drama + Comedy"}
+    genres = json.loads((run / "genres.json").read_text())
+    assert len(genres["genres"]) == 25 and "Western" in genres["excluded"]  # never present in the synthetic data
+    hist = pd.read_csv(run / "history.csv")
+    assert {"loss", "val_loss", "precision", "val_precision", "auc"} <= set(hist.columns) and len(hist) == 2
+    split = pd.read_csv(run / "split.csv")
+    assert set(split["split"]) == {"train", "val"} and m["n_films"] == (split["split"] == "val").sum()
+    if model == "bilstm":
+        assert (run / "vocab.json").exists()
+
+
+@pytest.mark.parametrize("model", ["cnn", "bilstm"])
+def test_reloaded_run_reproduces_validation_scores(trained_runs, model):
+    run, data = trained_runs[model], trained_runs["data"]
+    preds = pd.read_csv(run / "val_predictions.csv")
+    ds_csv = pd.read_csv(data / "IMDB_overview_genres.csv").set_index("Id")
+    ids = preds["Id"].tolist()
+    p = Predictor.load(run)
+    posters = [data / "Images" / f"{i}.jpg" for i in ids]
+    overviews = [ds_csv.loc[i, "Overview"] for i in ids]
+    probs = p.predict_proba(posters, overviews)
+    stored = preds[[f"prob_{g}" for g in p.genres]].to_numpy()
+    np.testing.assert_allclose(probs, stored, atol=2e-4)
+    # the truth columns line up with the dataset by Id
+    truth = preds[[f"true_{g}" for g in p.genres]].to_numpy()
+    np.testing.assert_array_equal(truth, ds_csv.loc[ids, p.genres].to_numpy())
+    decided = p.predict(posters, overviews)
+    assert (decided.sum(axis=1) >= 1).all()
+    one = p.predict_one(posters[0] if model == "cnn" else None, overviews[0] if model == "bilstm" else None)
+    assert set(one) == {"probabilities", "genres", "inputs_used", "model", "version"} and one["model"] == model
+    assert one["inputs_used"] == (["poster"] if model == "cnn" else ["overview"])
+
+
+def test_evaluate_on_another_dataset(trained_runs, tmp_path):
+    rows = synthetic_rows(20, seed=7)
+    data = write_dataset(tmp_path / "heldout", rows, posters={rows[0]["Id"]: None, rows[1]["Id"]: b"garbage"})
+    out = evaluate(trained_runs["cnn"], data, tmp_path / "e.json")
+    saved = json.loads((tmp_path / "e.json").read_text())
+    for key in ("micro_f1", "macro_f1", "weighted_f1", "samples_f1", "micro_precision", "micro_recall", "map_macro", "n_films", "n_skipped"):
+        assert key in saved and key in out
+    assert set(saved["at_0_5"]) >= {"micro_f1", "micro_precision", "map_macro"}
+    assert saved["n_films"] == 18 and saved["n_skipped"] == 2
+
+
+def test_runs_are_never_overwritten(tmp_path, tiny_data, tiny_config, cache_dir):
+    first = train("bilstm", tiny_data, tmp_path / "run", cache_dir=cache_dir, **{**tiny_config, "epochs": 1})
+    second = train("bilstm", tiny_data, tmp_path / "run", cache_dir=cache_dir, **{**tiny_config, "epochs": 1})
+    assert first == tmp_path / "run" and second == tmp_path / "run2"
+    assert json.loads((first / "config.json").read_text())["model"] == "bilstm"
+
+
+def test_config_errors_are_clear():
+    with pytest.raises(ConfigError, match="did you mean 'epochs'"):
+        make_config(epoch=3)
+    with pytest.raises(ConfigError, match="expected true or false"):
+        make_config(augment="maybe")
+    assert make_config(lstm_units="256,128").lstm_units == (256, 128)
+
+
+def test_predictor_refuses_unfinished_runs(tmp_path):
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.json").write_text("{}")
+    with pytest.raises(RunError, match="not a finished run"):
+        Predictor.load(tmp_path / "half")
+
+
+def test_sklearn_style_estimator(tiny_data, tiny_config, cache_dir, tmp_path):
+    clf = GenreClassifier("bilstm", cache_dir=cache_dir, **{**tiny_config, "epochs": 1}).fit(tiny_data, out=tmp_path / "est")
+    probs = clf.predict_proba([None, None], ["funny laugh joke", ""])
+    assert probs.shape == (2, 25) and np.isnan(probs[1]).all() and not np.isnan(probs[0]).any()
+    assert clf.predict([None], ["love kiss"]).shape == (1, 25)
+    assert GenreClassifier.from_run(clf.run_dir_).predict_proba([None], ["funny"]).shape == (1, 25)
