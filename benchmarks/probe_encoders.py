@@ -3,12 +3,12 @@
     python benchmarks/probe_encoders.py [--data DIR] [--cache /tmp/mg-cache] [--cold] [--encoders ...]
 
 For each encoder: embed every film (cold: the encoder's cache file is deleted first with --cold; then again warm,
-straight from the cache). Then a random 80/20 split (seed 0) and, per feature set, a one-vs-rest
+straight from the cache). Then random 80/20 splits (seeds 0.., --repeats of them) and, per feature set, a one-vs-rest
 LogisticRegression on standardised features. C is picked from a small grid and per-genre thresholds are tuned to the
-best F1, both on 3-fold out-of-fold predictions on the train split only; the test split is scored once: micro ROC-AUC,
+best F1, both on 3-fold out-of-fold predictions on the train split only; each test split is scored once: micro ROC-AUC,
 micro-F1 (tuned thresholds) and micro-F1 at 0.5. Genres with fewer than 5 train positives get the train prior.
 
-Results are printed as a table and written to <cache>/probe.json. The cache lives outside the repo and dataset.
+Results (mean and sd over the splits) are printed and written to <cache>/probe.json. The cache lives outside the repo and dataset.
 """
 from __future__ import annotations
 
@@ -38,15 +38,15 @@ META = {"Id", "Genre", "Overview"}
 
 
 def make_encoder(name: str) -> Encoder:
-    """Registered names, plus probe-only variants: effnet-lite{N}[-squash|-crop|-pad]."""
+    """Registered names, plus probe-only variants: effnet-lite{N}[-squash|-crop|-pad][-SIZE]."""
     try:
         return get_encoder(name)
     except ValueError:
         if not name.startswith("effnet-lite"):
             raise
-        rest = name[len("effnet-lite"):]
-        variant, _, policy = rest.partition("-")
-        return EfficientNetLiteEncoder(int(variant), policy or "full")
+        variant, *rest = name[len("effnet-lite"):].split("-")
+        size = int(rest.pop()) if rest and rest[-1].isdigit() else None
+        return EfficientNetLiteEncoder(int(variant), rest[0] if rest else "full", size=size)
 
 
 def load_rows(data: Path, limit: int = 0) -> tuple[list[str], list[str], list[Path], np.ndarray, list[str]]:
@@ -133,7 +133,8 @@ def _tune_thresholds(Y, P) -> np.ndarray:
     return th
 
 
-def probe(X: np.ndarray, Y: np.ndarray, tr: np.ndarray, te: np.ndarray, grid=(0.01, 0.1), folds=3, seed=0) -> dict:
+def probe(X: np.ndarray, Y: np.ndarray, tr: np.ndarray, te: np.ndarray, grid=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2), folds=3,
+          seed=0) -> dict:
     from sklearn.metrics import f1_score, roc_auc_score
     from sklearn.preprocessing import StandardScaler
 
@@ -171,6 +172,7 @@ def main(argv=None) -> None:
     ap.add_argument("--no-probe", action="store_true")
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=1, help="average the probe over this many random splits")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -183,17 +185,29 @@ def main(argv=None) -> None:
 
     results = {"n_films": len(ids), "timing": timing, "probe": {}}
     if not args.no_probe:
-        perm = np.random.default_rng(args.seed).permutation(len(ids))
         n_te = int(round(0.2 * len(ids)))
-        te, tr = np.sort(perm[:n_te]), np.sort(perm[n_te:])
+        splits = []
+        for r in range(args.repeats):
+            perm = np.random.default_rng(args.seed + r).permutation(len(ids))
+            splits.append((np.sort(perm[n_te:]), np.sort(perm[:n_te])))
         sets = {name: feats[name] for name in args.encoders}
         for combo in args.stack:
             parts = combo.split("+")
             if all(p in feats for p in parts):
                 sets[combo] = np.concatenate([feats[p] for p in parts], axis=1)
+        sets = {"prior (no features)": np.zeros((len(ids), 1), np.float32), **sets}
         for name, X in sets.items():
-            results["probe"][name] = probe(X, Y, tr, te, seed=args.seed)
-            print(f"{name:45s} {results['probe'][name]}", flush=True)
+            runs = [probe(X, Y, tr, te, seed=args.seed) for tr, te in splits]
+            res = {"C": [r["C"] for r in runs]}
+            for k in ("micro_auc", "micro_f1_tuned", "micro_f1_at_0.5"):
+                vals = np.array([r[k] for r in runs])
+                res[k] = round(float(vals.mean()), 4)
+                res[k + "_sd"] = round(float(vals.std(ddof=1)), 4) if len(vals) > 1 else 0.0
+            res["probe_s"] = round(sum(r["probe_s"] for r in runs), 1)
+            results["probe"][name] = res
+            print(f"{name:36s} AUC {res['micro_auc']:.4f}±{res['micro_auc_sd']:.4f}  "
+                  f"F1 tuned {res['micro_f1_tuned']:.4f}±{res['micro_f1_tuned_sd']:.4f}  "
+                  f"F1@0.5 {res['micro_f1_at_0.5']:.4f}±{res['micro_f1_at_0.5_sd']:.4f}  C {res['C']}", flush=True)
 
     out = cache / "probe.json"
     cache.mkdir(parents=True, exist_ok=True)

@@ -51,6 +51,8 @@ class Config:
     modality_dropout: float = 0.25  # fusion: drop one modality during training so missing inputs still predict well
     # --- housekeeping
     workers: int = 2  # poster decode processes
+    threads: int = 0  # torch threads for training; 0 = all cores for cnn/bilstm, 1 for heads (small models lose to thread sync)
+    head_epochs: int = 60  # epoch bound for heads on pretrained features (seconds each); --epochs overrides both
     cache_dir: str = ""  # feature/poster cache; empty = $MOVIE_GENRES_CACHE or ~/.cache/movie-genres
     limit: int = 0  # use only the first N usable films (0 = all); for smoke runs
     verbose: int = 1  # Keras progress bars

@@ -18,7 +18,7 @@ from movie_genres.data.dataset import Dataset, load_dataset, resolve_data_dir
 from movie_genres.data.split import load_manifest, save_manifest, stratified_split
 from movie_genres.evaluation.metrics import full_metrics, tune_thresholds
 from movie_genres.io import new_run_dir, read_json, write_json
-from movie_genres.models.registry import FUSION, build_model, check_model_name, make_featurizer
+from movie_genres.models.registry import FUSION, PRETRAINED, build_model, check_model_name, make_featurizer
 
 log = logging.getLogger(__name__)
 
@@ -211,9 +211,24 @@ def by_modality(prep: Prepared, model, genres, thresholds) -> dict:
             x["has_poster"][:] = 0
             x["image_features"][:] = 0
         probs = predict_proba_arrays(model, x)
-        m = full_metrics(genres, prep.ds.labels[va][both], probs, thresholds, prep.trained, cross_fit=False)
+        m = full_metrics(genres, prep.ds.labels[va][both], probs, thresholds, prep.trained, cross_fit=True)
         out[case] = {**m["tuned"], "n_films": int(both.sum())}
     return out
+
+
+def _set_threads(cfg: Config) -> None:
+    """Small models train fastest on one thread: with two, every tiny step pays for thread synchronisation
+    (measured 1.2 s vs 19.7 s per epoch of the text head on this 2-core machine while another process ran)."""
+    import os
+
+    import keras
+
+    if keras.backend.backend() != "torch":
+        return
+    import torch
+
+    n = cfg.threads or (1 if cfg.model in PRETRAINED else len(os.sched_getaffinity(0)))
+    torch.set_num_threads(n)
 
 
 def train(model: str = "cnn", data=None, out=None, epochs: int | None = None, resume=None, **overrides) -> Path:
@@ -247,13 +262,17 @@ def train(model: str = "cnn", data=None, out=None, epochs: int | None = None, re
             return run_dir
         data_dir = resolve_data_dir(data)
     else:
-        cfg = make_config(model=check_model_name(model), **({"epochs": epochs} if epochs is not None else {}), **overrides)
+        name = check_model_name(model)
+        if epochs is None and name in PRETRAINED:
+            epochs = overrides.pop("head_epochs", None) or make_config().head_epochs
+        cfg = make_config(model=name, **({"epochs": epochs} if epochs is not None else {}), **overrides)
         data_dir = resolve_data_dir(data)  # fail before creating anything
         run_dir = new_run_dir(out or f"runs/{cfg.model}")
         state = None
     if not resume:
         write_json(run_dir / "config.json", {**cfg.to_dict(), "data_dir": str(data_dir), "version": __version__})
     keras.utils.set_random_seed(cfg.seed)
+    _set_threads(cfg)
     started = time.perf_counter()
     prep = prepare(cfg, data_dir, run_dir, resume=bool(resume))
     prep.featurizer.save(run_dir)
