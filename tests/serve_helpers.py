@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 try:
-    import movie_genres.serve.app  # noqa: F401
+    import movie_genres.service.app  # noqa: F401
 except ModuleNotFoundError:  # package not installed (pip install -e .): use the source tree
     sys.path.insert(0, str(ROOT / "src"))
 
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import uvicorn
 
-    from movie_genres.serve.app import create_app
+    from movie_genres.service.app import create_app
 
     parser = argparse.ArgumentParser(description="serve the FakePredictor (HTTP layer only, no model)")
     parser.add_argument("--port", type=int, default=8000)

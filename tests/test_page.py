@@ -21,7 +21,7 @@ import httpx
 import pytest
 from serve_helpers import FakePredictor, image_bytes, running_server
 
-from movie_genres.serve.app import create_app
+from movie_genres.service.app import create_app
 
 pytestmark = pytest.mark.browser
 

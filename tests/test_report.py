@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from movie_genres.report import write_report, write_run_plots, write_samples_page
+from movie_genres.reporting import write_report, write_run_plots, write_samples_page
 
 GENRES = ["Action", "Adventure", "Animation", "Biography", "Comedy", "Crime", "Documentary", "Drama", "Family",
           "Fantasy", "History", "Horror", "Music", "Musical", "Mystery", "N/A", "News", "Reality-TV", "Romance",

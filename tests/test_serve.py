@@ -21,7 +21,7 @@ from PIL import Image, ImageFile
 from serve_helpers import (GENRES, ROOT, FakePredictor, image_bytes, multipart_body, png_header_only,
                            running_server)
 
-from movie_genres.serve.app import Limits, create_app, decode_poster
+from movie_genres.service.app import Limits, create_app, decode_poster
 
 OVERVIEW = "A retired hitman is pulled back into the underworld when his old crew kidnaps his daughter."
 
@@ -100,7 +100,7 @@ def test_pages_are_local_only(client: TestClient) -> None:
     for element_id in ("poster-input", "poster-preview", "overview-input", "predict-btn", "bars", "inputs-used",
                        "decided-genres", "error", "model-badge"):
         assert f'id="{element_id}"' in page
-    static = Path(__file__).resolve().parents[1] / "src/movie_genres/serve/static"
+    static = Path(__file__).resolve().parents[1] / "src/movie_genres/service/static"
     for f in static.iterdir():
         text = f.read_text(encoding="utf-8")
         assert "http://" not in text.replace('"http://www.w3.org/2000/svg"', "") and "https://" not in text, f
@@ -580,16 +580,16 @@ def run_python(code: str) -> subprocess.CompletedProcess:
 
 
 def test_predictor_is_imported_lazily() -> None:
-    source = (ROOT / "src/movie_genres/serve/app.py").read_text(encoding="utf-8")
+    source = (ROOT / "src/movie_genres/service/app.py").read_text(encoding="utf-8")
     top_level = [node for node in ast.parse(source).body if isinstance(node, (ast.Import, ast.ImportFrom))]
     assert not [n for n in top_level if "predict" in ast.dump(n)], "serve/app.py must import Predictor inside serve()"
-    r = run_python("import movie_genres.serve.app as a; assert callable(a.serve) and callable(a.create_app); "
+    r = run_python("import movie_genres.service.app as a; assert callable(a.serve) and callable(a.create_app); "
                    "print('ok')")
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr
 
 
 def test_module_has_a_command_line() -> None:
-    r = subprocess.run([sys.executable, "-m", "movie_genres.serve.app", "--help"], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "movie_genres.service.app", "--help"], capture_output=True, text=True,
                        timeout=120, env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0 and "run_dir" in r.stdout and "--port" in r.stdout, r.stderr
 

@@ -96,3 +96,16 @@ def test_sklearn_style_estimator(tiny_data, tiny_config, cache_dir, tmp_path):
     assert probs.shape == (2, 25) and np.isnan(probs[1]).all() and not np.isnan(probs[0]).any()
     assert clf.predict([None], ["love kiss"]).shape == (1, 25)
     assert GenreClassifier.from_run(clf.run_dir_).predict_proba([None], ["funny"]).shape == (1, 25)
+
+
+def test_api_verbs_stay_functions_after_every_submodule_is_imported():
+    import importlib
+    import pkgutil
+
+    import movie_genres as mg
+
+    for info in pkgutil.walk_packages(mg.__path__, "movie_genres."):
+        if not info.name.endswith("__main__"):
+            importlib.import_module(info.name)
+    for verb in ("train", "train_all", "evaluate", "predict", "report", "serve"):
+        assert callable(getattr(mg, verb)), f"movie_genres.{verb} is shadowed by a submodule"

@@ -38,7 +38,7 @@ def train_all(data=None, out="runs/main", epochs: int | None = None, models=ALL_
 
 def report(runs, output="report.html", data=None) -> Path:
     """One HTML report comparing run folders (a folder from ``train --model all`` expands to its runs)."""
-    from movie_genres.report import write_report
+    from movie_genres.reporting import write_report
 
     expanded = []
     for r in runs:
@@ -75,7 +75,7 @@ def evaluate(run_dir, data=None, output=None) -> dict:
 
 
 def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, **limits) -> None:
-    from movie_genres.serve.app import serve as _serve
+    from movie_genres.service.app import serve as _serve
 
     _serve(run_dir, host=host, port=port, **limits)
 

@@ -115,11 +115,14 @@ def _to_rgb(item: Any) -> "Image.Image":  # noqa: F821
     """A poster item (PIL image, path, or HxWx3 uint8 array) as an RGB PIL image."""
     from PIL import Image
 
+    from movie_genres.features.posters import to_rgb
+
     if isinstance(item, Image.Image):
-        return item if item.mode == "RGB" else item.convert("RGB")
+        return to_rgb(item)
     if isinstance(item, (str, os.PathLike)):
         with Image.open(item) as im:
-            return im.convert("RGB")  # convert() loads the pixels and detaches from the file
+            im.load()
+            return to_rgb(im).copy()  # copy() detaches from the file
     if isinstance(item, np.ndarray) and item.ndim == 3 and item.shape[2] in (3, 4):
         return Image.fromarray(np.ascontiguousarray(item).astype(np.uint8)).convert("RGB")
     raise TypeError(f"poster items must be PIL images, file paths or HxWx3 uint8 arrays, not {type(item).__name__}")

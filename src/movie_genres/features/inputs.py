@@ -100,7 +100,13 @@ class OverviewTokens:
 
 
 class PretrainedFeatures:
-    """Frozen encoders; features cached on disk per (encoder, content)."""
+    """Frozen encoders; features cached on disk per (encoder, content).
+
+    A handful of films (a prediction request) skips the disk cache: reading and checking a cache of thousands of
+    films costs far more than encoding a few.
+    """
+
+    CACHE_FROM = 32  # films per call from which the disk cache pays
 
     def __init__(self, text_encoder: str | None = "minilm", image_encoders=("effnet-lite0",), cache_dir: str = "", workers: int = 2):
         self.text_encoder = text_encoder or None
@@ -129,6 +135,12 @@ class PretrainedFeatures:
 
         cache = default_cache_dir(self.cache_dir)
         n = len(posters)
+
+        def features(enc, items):
+            if len(items) >= self.CACHE_FROM:
+                return cached_features(enc, items, cache, progress=progress)
+            return enc.encode(items)
+
         inputs: dict[str, np.ndarray] = {}
         problems: Counter = Counter()
         has_text = np.array([bool(t and t.strip()) for t in overviews], dtype=bool)
@@ -138,12 +150,12 @@ class PretrainedFeatures:
             feats = np.zeros((n, enc.dim), dtype=np.float32)
             idx = np.flatnonzero(has_text)
             if len(idx):
-                feats[idx] = cached_features(enc, [overviews[i] for i in idx], cache, progress=progress)
+                feats[idx] = features(enc, [overviews[i] for i in idx])
             inputs["text_features"] = feats
             problems["empty overview"] += int((~has_text).sum())
         if self.image_encoders:
             # Validate posters first (cheap, cached) so the encoders only ever see images that decode.
-            _, has_image, probs = _poster_pixels(posters, 64, cache, self.workers, progress)
+            _, has_image, probs = _poster_pixels(posters, 64, cache if n >= self.CACHE_FROM else None, self.workers, progress)
             problems.update(probs)
             idx = np.flatnonzero(has_image)
             parts = []
@@ -151,7 +163,7 @@ class PretrainedFeatures:
                 enc = get_encoder(name)
                 feats = np.zeros((n, enc.dim), dtype=np.float32)
                 if len(idx):
-                    feats[idx] = cached_features(enc, [posters[i] for i in idx], cache, progress=progress)
+                    feats[idx] = features(enc, [posters[i] for i in idx])
                 parts.append(feats)
             inputs["image_features"] = np.concatenate(parts, axis=1)
         inputs["has_overview"] = has_text.astype(np.float32)[:, None]

@@ -34,18 +34,31 @@ class PosterError(ValueError):
 
 
 def to_rgb(img: Image.Image, notes: Counter | None = None) -> Image.Image:
-    """Convert greyscale, CMYK, palette and alpha images to RGB, counting what was converted."""
+    """Convert greyscale (8/16-bit/float), CMYK, palette and alpha images to RGB, counting what was converted.
+
+    Transparent areas go on white, as a browser shows them. Training, the CLI and the service all use this, so a
+    poster looks the same to the model wherever it comes from.
+    """
     if img.mode == "RGB":
         return img
     if notes is not None:
-        label = {"L": "greyscale", "1": "greyscale", "LA": "greyscale", "I;16": "greyscale", "CMYK": "CMYK"}.get(img.mode, img.mode)
+        label = {"L": "greyscale", "1": "greyscale", "LA": "greyscale", "I": "greyscale", "I;16": "greyscale", "F": "greyscale"}.get(img.mode, img.mode)
         notes[f"poster {label} converted to RGB"] += 1
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):  # 16-bit / float greyscale: rescale to 8 bits
+        img = img.convert("F")
+        lo, hi = img.getextrema()
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        img = img.point(lambda v: v * scale + (-lo * scale)).convert("L")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("LA", "La", "PA"):
         img = img.convert("RGBA")
+    if img.mode in ("RGBA", "RGBa"):
+        rgba = img.convert("RGBA")
         background = Image.new("RGB", img.size, (255, 255, 255))
-        background.paste(img, mask=img.getchannel("A"))
+        background.paste(rgba, mask=rgba.getchannel("A"))
         return background
-    return img.convert("RGB")
+    return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV, ...
 
 
 def open_poster(source, size: int | None = None, notes: Counter | None = None) -> Image.Image:

@@ -338,7 +338,7 @@ def finish_run(cfg: Config, prep: Prepared, run_dir: Path, model, train_seconds:
         frame[f"prob_{name}"] = probs[:, g].round(5)
     atomic_write(run_dir / "val_predictions.csv", lambda tmp: frame.to_csv(tmp, index=False))
     try:
-        from movie_genres.report import write_run_plots, write_samples_page
+        from movie_genres.reporting import write_run_plots, write_samples_page
 
         write_run_plots(run_dir)
         write_samples_page(run_dir / "samples.html", prep.ds.root, [run_dir])

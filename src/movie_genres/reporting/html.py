@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from movie_genres.io import OutputError, write_text
-from movie_genres.report.plots import PLOT_NAMES, RunData, load_run, per_genre_f1, write_run_plots
+from movie_genres.reporting.plots import PLOT_NAMES, RunData, load_run, per_genre_f1, write_run_plots
 
 CSV_NAME = "IMDB_overview_genres.csv"
 THUMB_SIZE = (120, 180)  # width, height bound; posters keep their aspect ratio
@@ -135,7 +135,7 @@ def _page(title: str, body: str) -> str:
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
         f"<title>{escape(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n{body}\n"
-        f"<footer>Generated {escape(_dt.datetime.now().strftime('%Y-%m-%d %H:%M'))} by movie_genres.report. "
+        f"<footer>Generated {escape(_dt.datetime.now().strftime('%Y-%m-%d %H:%M'))} by movie_genres.reporting. "
         "Self-contained: no external assets.</footer>\n</main>\n</body>\n</html>\n"
     )
 

@@ -14,7 +14,7 @@ own form parser silently falls back to latin-1, so it is not used); images are o
 checked before decoding (decompression bombs); truncated or corrupt images are refused; every failure is a JSON
 ``{"detail": "..."}`` with a 4xx status (5xx only if the model itself fails), and the service keeps serving.
 
-Run it with ``movie-genres serve RUN_DIR`` or ``python -m movie_genres.serve.app RUN_DIR``.
+Run it with ``movie-genres serve RUN_DIR`` or ``python -m movie_genres.service.app RUN_DIR``.
 """
 from __future__ import annotations
 
@@ -35,13 +35,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from movie_genres.features.posters import to_rgb
 from pydantic import BaseModel, Field
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-log = logging.getLogger("movie_genres.serve")
+log = logging.getLogger("movie_genres.service")
 
 STATIC_DIR = Path(__file__).with_name("static")
 MIB = 1024 * 1024
@@ -304,32 +306,13 @@ def decode_poster(data: bytes, limits: Limits, label: str = "") -> Image.Image:
     try:
         img.load()  # a truncated file raises here (ImageFile.LOAD_TRUNCATED_IMAGES is left alone)
         img = ImageOps.exif_transpose(img) or img  # what the browser shows is what the model sees
-        img = _to_rgb(img)
+        img = to_rgb(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning, MemoryError) as exc:
         raise ApiError(413, f"{label}the poster is too large to decode ({type(exc).__name__})") from None
     except Exception as exc:  # noqa: BLE001
         raise ApiError(422, f"{label}the poster {img.format or ''} file is truncated or corrupt "
                             f"({type(exc).__name__}: {exc})") from None
     return img
-
-
-def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode == "RGB":
-        return img
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):  # 16-bit / float greyscale: rescale to 8 bits
-        img = img.convert("F")
-        lo, hi = img.getextrema()
-        scale = 255.0 / (hi - lo) if hi > lo else 0.0
-        img = img.point(lambda v: v * scale + (-lo * scale)).convert("L")
-    if img.mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    if img.mode in ("LA", "La", "PA"):
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "RGBa"):  # transparent areas on white, as the page shows them
-        background = Image.new("RGB", img.size, (255, 255, 255))
-        background.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
-        return background
-    return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV, ...
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -651,7 +634,7 @@ def serve(run_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000,
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m movie_genres.serve.app", description=serve.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m movie_genres.service.app", description=serve.__doc__)
     parser.add_argument("run_dir", help="a run folder written by `movie-genres train`")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")

@@ -4,7 +4,7 @@
     write_samples_page(out_html, data_dir, runs, ids=None, n=24, seed=0) -> Path
     write_report(run_dirs, out_html, data_dir=None, title=...) -> Path
 """
-from movie_genres.report.html import samples_html, write_report, write_samples_page
-from movie_genres.report.plots import load_run, write_run_plots
+from movie_genres.reporting.html import samples_html, write_report, write_samples_page
+from movie_genres.reporting.plots import load_run, write_run_plots
 
 __all__ = ["load_run", "samples_html", "write_report", "write_run_plots", "write_samples_page"]
