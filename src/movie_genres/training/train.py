@@ -211,7 +211,7 @@ def by_modality(prep: Prepared, model, genres, thresholds) -> dict:
             x["has_poster"][:] = 0
             x["image_features"][:] = 0
         probs = predict_proba_arrays(model, x)
-        m = full_metrics(genres, prep.ds.labels[va][both], probs, thresholds, prep.trained, cross_fit=True)
+        m = full_metrics(genres, prep.ds.labels[va][both], probs, thresholds, prep.trained, prep.cfg.min_one_genre, objective=prep.cfg.threshold_objective)
         out[case] = {**m["tuned"], "n_films": int(both.sum())}
     return out
 
@@ -313,12 +313,12 @@ def finish_run(cfg: Config, prep: Prepared, run_dir: Path, model, train_seconds:
     infer_ms = (time.perf_counter() - t0) * 1000 / max(len(va), 1)
     probs[:, ~prep.trained] = 0.0
     y = prep.ds.labels[va].astype(np.int8)
-    thresholds = tune_thresholds(y, probs, prep.trained)
+    thresholds = tune_thresholds(y, probs, prep.trained, cfg.threshold_objective)
     write_json(run_dir / "thresholds.json", {"genres": genres, "thresholds": thresholds.round(4).tolist()})
     metrics = {
         "model": cfg.model,
         "split": "validation",
-        **full_metrics(genres, y, probs, thresholds, prep.trained, cfg.min_one_genre),
+        **full_metrics(genres, y, probs, thresholds, prep.trained, cfg.min_one_genre, objective=cfg.threshold_objective),
         "n_skipped": int(sum(prep.skipped.values())),
         "skipped": dict(prep.skipped),
         "notes": dict(prep.ds.notes),
@@ -326,7 +326,7 @@ def finish_run(cfg: Config, prep: Prepared, run_dir: Path, model, train_seconds:
         "excluded_genres": prep.excluded,
         "train_seconds": round(train_seconds, 1),
         "inference_ms_per_film": round(infer_ms, 3),
-        "thresholds_note": "tuned = per-genre thresholds cross-fitted on 5 folds of the validation films",
+        "thresholds_note": f"tuned = per-genre thresholds ({cfg.threshold_objective} objective) cross-fitted on 5 folds of the validation films",
     }
     if "has_overview" in vi and "text_features" in vi and "image_features" in vi:
         metrics["by_modality"] = by_modality(prep, model, genres, thresholds)
