@@ -184,6 +184,8 @@ def main(argv=None) -> None:
         feats[name], timing[name] = embed(name, texts, posters, cache, args.cold)
 
     results = {"n_films": len(ids), "timing": timing, "probe": {}}
+    out = cache / "probe.json"
+    cache.mkdir(parents=True, exist_ok=True)
     if not args.no_probe:
         n_te = int(round(0.2 * len(ids)))
         splits = []
@@ -203,14 +205,14 @@ def main(argv=None) -> None:
                 vals = np.array([r[k] for r in runs])
                 res[k] = round(float(vals.mean()), 4)
                 res[k + "_sd"] = round(float(vals.std(ddof=1)), 4) if len(vals) > 1 else 0.0
+                res[k + "_per_split"] = vals.tolist()  # same splits for every feature set: compare pairwise
             res["probe_s"] = round(sum(r["probe_s"] for r in runs), 1)
             results["probe"][name] = res
             print(f"{name:36s} AUC {res['micro_auc']:.4f}±{res['micro_auc_sd']:.4f}  "
                   f"F1 tuned {res['micro_f1_tuned']:.4f}±{res['micro_f1_tuned_sd']:.4f}  "
                   f"F1@0.5 {res['micro_f1_at_0.5']:.4f}±{res['micro_f1_at_0.5_sd']:.4f}  C {res['C']}", flush=True)
+            out.write_text(json.dumps(results, indent=2) + "\n")  # partial results survive an interrupted run
 
-    out = cache / "probe.json"
-    cache.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")
 
