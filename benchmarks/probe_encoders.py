@@ -133,7 +133,7 @@ def _tune_thresholds(Y, P) -> np.ndarray:
     return th
 
 
-def probe(X: np.ndarray, Y: np.ndarray, tr: np.ndarray, te: np.ndarray, grid=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2), folds=3,
+def probe(X: np.ndarray, Y: np.ndarray, tr: np.ndarray, te: np.ndarray, grid=(3e-4, 1e-3, 3e-3, 1e-2), folds=3,
           seed=0) -> dict:
     from sklearn.metrics import f1_score, roc_auc_score
     from sklearn.preprocessing import StandardScaler
@@ -173,6 +173,8 @@ def main(argv=None) -> None:
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=1, help="average the probe over this many random splits")
+    ap.add_argument("--out", default="", help="results JSON (default <cache>/probe.json)")
+    ap.add_argument("--sets", nargs="*", help="probe only these feature sets (default: prior, each encoder, each stack)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -184,8 +186,8 @@ def main(argv=None) -> None:
         feats[name], timing[name] = embed(name, texts, posters, cache, args.cold)
 
     results = {"n_films": len(ids), "timing": timing, "probe": {}}
-    out = cache / "probe.json"
-    cache.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out) if args.out else cache / "probe.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     if not args.no_probe:
         n_te = int(round(0.2 * len(ids)))
         splits = []
@@ -197,7 +199,9 @@ def main(argv=None) -> None:
             parts = combo.split("+")
             if all(p in feats for p in parts):
                 sets[combo] = np.concatenate([feats[p] for p in parts], axis=1)
-        sets = {"prior (no features)": np.zeros((len(ids), 1), np.float32), **sets}
+        sets = {"prior": np.zeros((len(ids), 1), np.float32), **sets}  # no features: the train prevalence
+        if args.sets:
+            sets = {k: v for k, v in sets.items() if k in args.sets}
         for name, X in sets.items():
             runs = [probe(X, Y, tr, te, seed=args.seed) for tr, te in splits]
             res = {"C": [r["C"] for r in runs]}

@@ -5,5 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev
 export MOVIE_GENRES_CACHE=${MOVIE_GENRES_CACHE:-$PWD/.cache/movie-genres}
 .venv/bin/python -m pytest -q "$@"
-.venv/bin/python -m pip install -q 'jax[cpu]==0.12.0.1'
+.venv/bin/python -m pip install -q 'jax==0.10.2'
 KERAS_BACKEND=jax .venv/bin/python -m pytest -q tests/test_models.py

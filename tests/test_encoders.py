@@ -99,6 +99,8 @@ def test_versions_name_preprocessing_and_weights():
     v = get_encoder("effnet-lite0").version
     assert "full224x448" in v and "m127s128" in v
     assert E.EfficientNetLiteEncoder(0, "crop").version != v
+    small = E.EfficientNetLiteEncoder(0, "full", size=160)
+    assert small.name == "effnet-lite0-160" and "full160x320" in small.version and small.input_size == (160, 320)
     with pytest.raises(ValueError, match="resize"):
         E.EfficientNetLiteEncoder(0, "stretch")
 
