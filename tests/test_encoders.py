@@ -258,3 +258,21 @@ def test_interrupted_run_keeps_flushed_progress(tmp_path, monkeypatch):
     enc2 = FakeEncoder()
     cached_features(enc2, ["a", "b", "c"], tmp_path, progress=False)
     assert enc2.calls == [["c"]]
+
+
+def test_distilled_word_vectors_start_the_bilstm_embedding(tmp_path):
+    from movie_genres.features.word_vectors import distilled_embeddings
+
+    words = ["[PAD]", "[UNK]", "love", "romance", "war", "battle", "spaceship", "alien"]
+    emb = distilled_embeddings(words, 12, cache_dir=str(tmp_path), scale=0.5)
+    assert emb.shape == (8, 12) and emb.dtype == np.float32
+    assert not emb[0].any(), "padding must stay zero"
+    np.testing.assert_allclose(emb[1], emb[2:].mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(emb[2:, :6].std(), 0.5, rtol=1e-4)  # 6 words give 6 principal components
+    np.testing.assert_allclose(distilled_embeddings(words, 12, cache_dir=str(tmp_path), scale=0.5), emb)  # cached, same
+    # the vectors carry meaning: each word is closer to its pair than to the other pairs
+    unit = emb[2:, :6] / np.linalg.norm(emb[2:, :6], axis=1, keepdims=True)
+    sim = unit @ unit.T
+    for a, b in ((0, 1), (2, 3), (4, 5)):
+        others = [j for j in range(6) if j not in (a, b)]
+        assert sim[a, b] > sim[a, others].max()

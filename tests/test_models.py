@@ -31,6 +31,12 @@ def _late():
     return heads.build_late_fusion(t, v, [0.7] * 25)
 
 
+def _ensemble():
+    t = heads.build_feature_head("text_features", 6, 25, 8, 0.1, "text")
+    v = heads.build_feature_head("image_features", 5, 25, 8, 0.1, "image")
+    return heads.build_ensemble(t, v, heads.build_early_fusion(6, 5, 25, 8), heads.build_gmu(6, 5, 25, 8), [0.7] * 25)
+
+
 def test_cnn_is_the_original_architecture():
     model = build_cnn()
     assert [i.name for i in model.inputs] == ["poster"]
@@ -55,16 +61,22 @@ def test_bilstm_default_and_original_stack():
     assert out.shape == (1, 25) and ((out > 0) & (out < 1)).all()
 
 
-def test_bilstm_ignores_padding():
+def test_bilstm_ignores_padding_so_batches_can_be_trimmed():
+    from movie_genres.training.batches import trim_padding
+
     model = build_bilstm(vocab_size=50, sequence_length=10, embedding_dim=8, lstm_units=(4,), dropout=0.0)
-    a = np.array([[3, 4, 5, 0, 0, 0, 0, 0, 0, 0]], "int32")
-    b = np.array([[3, 4, 5, 0, 0, 0, 0, 0, 0, 0]], "int32")
-    c = np.array([[3, 4, 6, 0, 0, 0, 0, 0, 0, 0]], "int32")
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(a)), keras.ops.convert_to_numpy(model(b)))
-    assert not np.allclose(keras.ops.convert_to_numpy(model(a)), keras.ops.convert_to_numpy(model(c)))
+    full = np.array([[3, 4, 5, 0, 0, 0, 0, 0, 0, 0], [7, 8, 9, 10, 11, 0, 0, 0, 0, 0]], "int32")
+    trimmed = trim_padding({"overview": full})["overview"]
+    assert trimmed.shape == (2, 5) and (trimmed == full[:, :5]).all()
+    out_full = keras.ops.convert_to_numpy(model(full))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(trimmed)), out_full, atol=1e-6)
+    changed = full.copy()
+    changed[0, 2] = 6
+    assert not np.allclose(keras.ops.convert_to_numpy(model(changed))[0], out_full[0])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(changed))[1], out_full[1], atol=1e-6)
 
 
-@pytest.mark.parametrize("builder", ["cnn", "bilstm", "text", "early", "gmu", "late"])
+@pytest.mark.parametrize("builder", ["cnn", "bilstm", "text", "early", "gmu", "late", "ensemble"])
 def test_save_and_reload_gives_identical_outputs(tmp_path, builder):
     if builder == "cnn":
         model, x = build_cnn(image_size=16), RNG.random((3, 16, 16, 3)).astype("float32")
@@ -72,8 +84,8 @@ def test_save_and_reload_gives_identical_outputs(tmp_path, builder):
         model, x = build_bilstm(vocab_size=30, sequence_length=6, embedding_dim=4, lstm_units=(3,)), RNG.integers(0, 30, (3, 6)).astype("int32")
     elif builder == "text":
         model, x = heads.build_feature_head("text_features", 6, 25, 8), RNG.normal(size=(3, 6)).astype("float32")
-    elif builder == "late":
-        model, x = _late(), _fusion_inputs(3)
+    elif builder in ("late", "ensemble"):
+        model, x = (_late() if builder == "late" else _ensemble()), _fusion_inputs(3)
     else:
         model = heads.build_early_fusion(6, 5, 25, 8) if builder == "early" else heads.build_gmu(6, 5, 25, 8)
         x = _fusion_inputs(3)
@@ -83,9 +95,9 @@ def test_save_and_reload_gives_identical_outputs(tmp_path, builder):
     np.testing.assert_array_equal(before, keras.ops.convert_to_numpy(loaded.predict_on_batch(x)))
 
 
-@pytest.mark.parametrize("builder", ["early", "gmu", "late"])
+@pytest.mark.parametrize("builder", ["early", "gmu", "late", "ensemble"])
 def test_each_fusion_input_reaches_its_own_branch(builder):
-    model = {"early": lambda: heads.build_early_fusion(6, 5, 25, 8), "gmu": lambda: heads.build_gmu(6, 5, 25, 8), "late": _late}[builder]()
+    model = {"early": lambda: heads.build_early_fusion(6, 5, 25, 8), "gmu": lambda: heads.build_gmu(6, 5, 25, 8), "late": _late, "ensemble": _ensemble}[builder]()
     x = _fusion_inputs(2)
 
     def run(**changes):
@@ -101,6 +113,21 @@ def test_each_fusion_input_reaches_its_own_branch(builder):
     assert np.isfinite(only_poster).all() and ((only_poster > 0) & (only_poster < 1)).all()
     no_image = np.zeros((2, 1), "float32")
     np.testing.assert_allclose(run(has_poster=no_image), run(has_poster=no_image, image_features=x["image_features"] * 5), atol=1e-6)
+
+
+def test_ensemble_is_the_mean_of_its_members():
+    t = heads.build_feature_head("text_features", 6, 25, 8, 0.1, "text")
+    v = heads.build_feature_head("image_features", 5, 25, 8, 0.1, "image")
+    early, gmu = heads.build_early_fusion(6, 5, 25, 8), heads.build_gmu(6, 5, 25, 8)
+    late = heads.build_late_fusion(t, v, [0.7] * 25)
+    model = heads.build_ensemble(t, v, early, gmu, [0.7] * 25)
+    x = _fusion_inputs(3)
+
+    def out(m, inputs):
+        return keras.ops.convert_to_numpy(m.predict_on_batch(inputs))
+
+    members = [out(early, x), out(gmu, x), out(late, x), out(t, x["text_features"]), out(v, x["image_features"])]
+    np.testing.assert_allclose(out(model, x), np.mean(members, axis=0), atol=1e-6)
 
 
 def test_losses():

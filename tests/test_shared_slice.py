@@ -37,7 +37,7 @@ def slices(shared_data, tmp_path_factory):
     return _slice(shared_data, base / "train", 0, 200), _slice(shared_data, base / "heldout", 4000, 4100)
 
 
-@pytest.mark.parametrize("model", ["cnn", "bilstm", "gmu"])
+@pytest.mark.parametrize("model", ["cnn", "bilstm", "gmu", "ensemble"])
 def test_end_to_end_on_the_shared_data(slices, tmp_path, cache_dir, model):
     train_dir, heldout = slices
     run = train(model, train_dir, tmp_path / model, epochs=1, verbose=0, cache_dir=cache_dir)
@@ -45,7 +45,7 @@ def test_end_to_end_on_the_shared_data(slices, tmp_path, cache_dir, model):
     assert m["n_films"] == 40 and m["n_train"] == 160 and m["split"] == "validation"
     assert "Documentary" in m["excluded_genres"]  # never present in this dataset
     assert m["baselines"]["always Drama + Comedy"]["micro_f1"] > 0.3
-    if model == "gmu":
+    if model in ("gmu", "ensemble"):
         assert set(m["by_modality"]) == {"poster + overview", "poster only", "overview only"}
     held = evaluate(run, heldout, tmp_path / "eval.json")
     assert held["n_films"] == 100 and held["n_skipped"] == 0 and 0 < held["micro_f1"] <= 1

@@ -109,3 +109,26 @@ def test_api_verbs_stay_functions_after_every_submodule_is_imported():
             importlib.import_module(info.name)
     for verb in ("train", "train_all", "evaluate", "predict", "report", "serve"):
         assert callable(getattr(mg, verb)), f"movie_genres.{verb} is shadowed by a submodule"
+
+
+def test_bilstm_embedding_starts_from_distilled_word_vectors(cache_dir):
+    import keras
+
+    from movie_genres.config import make_config
+    from movie_genres.features.inputs import OverviewTokens
+    from movie_genres.features.word_vectors import distilled_embeddings
+    from movie_genres.models.bilstm import build_bilstm
+    from movie_genres.training.train import init_embedding
+
+    feat = OverviewTokens(50, 12).fit([], ["a lonely robot falls in love", "war breaks out in space", "a detective hunts a killer"])
+    words = feat.vectorizer.words()
+    assert words[:2] == ["[PAD]", "[UNK]"] and "robot" in words
+    model = build_bilstm(vocab_size=len(words), sequence_length=12, embedding_dim=8, lstm_units=(4,))
+    before = keras.ops.convert_to_numpy(model.get_layer("embedding").embeddings).copy()
+    init_embedding(model, make_config(model="bilstm", embedding_init="random", embedding_dim=8), feat)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.get_layer("embedding").embeddings), before)
+    init_embedding(model, make_config(model="bilstm", embedding_dim=8, cache_dir=cache_dir), feat)
+    expected = distilled_embeddings(words, 8, cache_dir=cache_dir, scale=1.0, seed=42)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model.get_layer("embedding").embeddings), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="embedding_init"):
+        init_embedding(model, make_config(model="bilstm", embedding_init="glove"), feat)

@@ -10,7 +10,7 @@ from movie_genres.training.train import train
 log = logging.getLogger(__name__)
 
 # The order `train --model all` trains in: the original two, then the pretrained heads and the fusions.
-ALL_MODELS = ("cnn", "bilstm", "text", "image", "early", "gmu", "late")
+ALL_MODELS = ("cnn", "bilstm", "text", "image", "early", "gmu", "late", "ensemble")
 
 
 def train_all(data=None, out="runs/main", epochs: int | None = None, models=ALL_MODELS, **overrides) -> Path:

@@ -13,7 +13,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", required=True)
 
     t = sub.add_parser("train", help="train a model (or --model all) into a new run folder")
-    t.add_argument("--model", default="cnn", help="cnn | bilstm | text | image | early | gmu | late | all")
+    t.add_argument("--model", default="cnn", help="cnn | bilstm | text | image | early | gmu | late | ensemble | all")
     t.add_argument("--data", help="dataset folder (default: ../shared/data/multimodal-imdb)")
     t.add_argument("--out", help="run folder (default runs/<model>; never overwritten)")
     t.add_argument("--epochs", type=int, help="maximum epochs (early stopping may stop sooner)")

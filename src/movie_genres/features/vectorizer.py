@@ -58,6 +58,15 @@ class OverviewVectorizer:
     def vocabulary_size(self) -> int:
         return self.tokenizer_.get_vocab_size() if self.tokenizer_ else 0
 
+    def words(self, n: int | None = None) -> list[str]:
+        """The vocabulary in id order (``[PAD]``, ``[UNK]``, then the most frequent words), padded to ``n`` entries
+        with ``[UNK]`` where the model's embedding is larger than the learned vocabulary."""
+        if self.tokenizer_ is None:
+            raise RuntimeError("OverviewVectorizer is not fitted")
+        size = self.vocabulary_size
+        n = size if n is None else n
+        return [self.tokenizer_.id_to_token(i) if i < size else UNK for i in range(n)]
+
     def save(self, path: str | Path) -> Path:
         return write_text(path, self.tokenizer_.to_str())
 

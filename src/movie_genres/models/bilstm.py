@@ -20,7 +20,9 @@ def build_bilstm(
     dropout: float = 0.5,
 ) -> keras.Model:
     """Build the overview BiLSTM (uncompiled). Input ``overview``: int token ids, 0 = padding."""
-    overview = keras.Input((sequence_length,), dtype="int32", name="overview")
+    # Any length is accepted: the vectorizer pads to ``sequence_length`` and batches may be cut at their longest
+    # overview (training.batches.trim_padding); masking makes the outputs identical either way.
+    overview = keras.Input((None,), dtype="int32", name="overview")
     x = layers.Embedding(vocab_size, embedding_dim, mask_zero=True, name="embedding")(overview)
     for i, units in enumerate(lstm_units):
         last = i == len(lstm_units) - 1

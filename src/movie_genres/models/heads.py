@@ -124,3 +124,26 @@ def build_late_fusion(text_head: keras.Model, image_head: keras.Model, text_weig
     image_head.trainable = False
     p = LateFusion(text_weight, name="late_fusion")([text_head(t), image_head(v), has_t, has_v])
     return keras.Model([t, v, has_t, has_v], p, name="late")
+
+
+@keras.saving.register_keras_serializable(package="movie_genres")
+class EnsembleMean(layers.Layer):
+    """Mean of the fusion models' probabilities and the single-modality heads' (a head whose input is missing is
+    replaced by late fusion, which already answers from the modality the film has)."""
+
+    def call(self, inputs):
+        p_early, p_gmu, p_late, p_t, p_v, has_t, has_v = inputs
+        p_t = has_t * p_t + (1 - has_t) * p_late
+        p_v = has_v * p_v + (1 - has_v) * p_late
+        return (p_early + p_gmu + p_late + p_t + p_v) / 5.0
+
+
+def build_ensemble(text_head: keras.Model, image_head: keras.Model, early: keras.Model, gmu: keras.Model, text_weight) -> keras.Model:
+    """One model averaging five trained ones: text head, poster head, late fusion of the two, early fusion and GMU."""
+    t, v, has_t, has_v = _inputs(text_head.input_shape[-1], image_head.input_shape[-1])
+    for m in (text_head, image_head, early, gmu):
+        m.trainable = False
+    p_t, p_v = text_head(t), image_head(v)
+    p_late = LateFusion(text_weight, name="late_fusion")([p_t, p_v, has_t, has_v])
+    p = EnsembleMean(name="mean")([early([t, v, has_t, has_v]), gmu([t, v, has_t, has_v]), p_late, p_t, p_v, has_t, has_v])
+    return keras.Model([t, v, has_t, has_v], p, name="ensemble")

@@ -5,7 +5,7 @@ from movie_genres.config import Config
 from movie_genres.features.inputs import OverviewTokens, PosterPixels, PretrainedFeatures
 
 ORIGINAL = ("cnn", "bilstm")
-PRETRAINED = ("text", "image", "early", "gmu", "late")
+PRETRAINED = ("text", "image", "early", "gmu", "late", "ensemble")
 MODELS = ORIGINAL + PRETRAINED
 FUSION = ("early", "gmu", "late")
 
@@ -33,7 +33,7 @@ def make_featurizer(cfg: Config):
 
 
 def build_model(cfg: Config, featurizer, num_genres: int):
-    """Uncompiled Keras model for ``cfg.model`` (``late`` is assembled after its two heads are trained)."""
+    """Uncompiled Keras model for ``cfg.model`` (``late`` and ``ensemble`` are assembled from trained models)."""
     from movie_genres.models import heads
     from movie_genres.models.bilstm import build_bilstm
     from movie_genres.models.cnn import build_cnn

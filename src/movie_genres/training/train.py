@@ -56,10 +56,12 @@ def feed(model, inputs: dict):
 
 def predict_proba_arrays(model, inputs: dict, batch_size: int = 256) -> np.ndarray:
     """Model scores in batches (no progress bar; plain numpy in and out)."""
+    from movie_genres.training.batches import trim_padding
+
     n = len(next(iter(inputs.values())))
     out = []
     for start in range(0, n, batch_size):
-        batch = {k: v[start : start + batch_size] for k, v in inputs.items()}
+        batch = trim_padding({k: v[start : start + batch_size] for k, v in inputs.items()})
         out.append(np.asarray(model.predict_on_batch(feed(model, batch))))
     return np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]), dtype=np.float32)
 
@@ -118,11 +120,26 @@ def prepare(cfg: Config, data_dir, run_dir: Path, resume: bool = False) -> Prepa
     return prep
 
 
+def init_embedding(model, cfg: Config, featurizer) -> None:
+    """Start the BiLSTM's embedding from distilled encoder word vectors (``embedding_init=minilm``)."""
+    if cfg.embedding_init == "random":
+        return
+    if cfg.embedding_init != "minilm":
+        raise ValueError(f"embedding_init must be minilm or random, got {cfg.embedding_init!r}")
+    from movie_genres.features.word_vectors import distilled_embeddings
+
+    layer = model.get_layer("embedding")
+    words = featurizer.vectorizer.words(layer.input_dim)
+    t0 = time.perf_counter()
+    layer.embeddings.assign(distilled_embeddings(words, layer.output_dim, cfg.text_encoder, cfg.cache_dir, cfg.embedding_scale, cfg.seed))
+    log.info("bilstm: embedding starts from %s word vectors (%d words, %.1fs)", cfg.text_encoder, len(words), time.perf_counter() - t0)
+
+
 def fit_keras(cfg: Config, prep: Prepared, run_dir: Path, model=None, state: dict | None = None, write_run: bool = True):
     """Fit a Keras model on prepared inputs with early stopping; returns the best model."""
     import keras
 
-    from movie_genres.training.batches import EpochSetter, TrainBatches, oversample_index
+    from movie_genres.training.batches import EpochSetter, TrainBatches, oversample_index, trim_padding
     from movie_genres.training.callbacks import ReseedEachEpoch, ResumableEarlyStopping, RunCheckpoint
 
     y = prep.ds.labels
@@ -130,6 +147,8 @@ def fit_keras(cfg: Config, prep: Prepared, run_dir: Path, model=None, state: dic
     pos_weight = positive_weights(y[tr]) if cfg.pos_weight else None
     if model is None:
         model = _compile(build_model(cfg, prep.featurizer, len(prep.ds.genres)), cfg, prep.trained, pos_weight)
+        if cfg.model == "bilstm":
+            init_embedding(model, cfg, prep.featurizer)
     index = oversample_index(y[tr], prep.trained, cfg.oversample_max) if cfg.oversample else None
     initial_epoch = state["epochs_done"] if state else 0
     batches = TrainBatches(
@@ -137,7 +156,7 @@ def fit_keras(cfg: Config, prep: Prepared, run_dir: Path, model=None, state: dic
         modality_dropout=cfg.modality_dropout if cfg.model in FUSION else 0.0, epoch=initial_epoch,
         input_names=input_names(model),
     )
-    val_inputs = feed(model, _subset(prep.inputs, va))
+    val_inputs = feed(model, trim_padding(_subset(prep.inputs, va)))
     early = ResumableEarlyStopping(monitor="val_loss", patience=cfg.patience, restored=(state or {}).get("early_stopping"))
     callbacks = [EpochSetter(batches), ReseedEachEpoch(cfg.seed), early]
     if write_run:
@@ -151,46 +170,72 @@ def fit_keras(cfg: Config, prep: Prepared, run_dir: Path, model=None, state: dic
     return model
 
 
-def fit_late(cfg: Config, prep: Prepared, run_dir: Path):
-    """Late fusion: a text head and a poster head trained apart, then a per-genre text weight chosen on validation."""
-    import keras
-
-    from movie_genres.models.heads import build_late_fusion
-
-    heads = {}
-    for name in ("text", "image"):
+def _fit_heads(cfg: Config, prep: Prepared, names) -> dict:
+    """Train the named models on the prepared features (without writing a run), as their own runs would."""
+    out = {}
+    for name in names:
         sub = make_config(cfg, model=name)
         prep.cfg = sub
-        heads[name] = _compile(build_model(sub, prep.featurizer, len(prep.ds.genres)), sub, prep.trained, positive_weights(prep.ds.labels[prep.train_idx]) if cfg.pos_weight else None)
-        heads[name] = fit_keras(sub, prep, run_dir, heads[name], write_run=False)
+        pos_weight = positive_weights(prep.ds.labels[prep.train_idx]) if cfg.pos_weight else None
+        trained = fit_keras(sub, prep, Path("."), _compile(build_model(sub, prep.featurizer, len(prep.ds.genres)), sub, prep.trained, pos_weight), write_run=False)
+        # an uncompiled copy: a compiled member would carry its training metrics into the composed model's file
+        out[name] = build_model(sub, prep.featurizer, len(prep.ds.genres))
+        out[name].set_weights(trained.get_weights())
     prep.cfg = cfg
+    return out
+
+
+def _late_weights(prep: Prepared, text_head, image_head) -> list[float]:
+    """Per-genre text weight of late fusion, chosen by validation log-loss (thresholds are tuned after)."""
+    from sklearn.metrics import log_loss
+
     va = prep.val_idx
     y = prep.ds.labels[va]
     vi = _subset(prep.inputs, va)
-    p_t = predict_proba_arrays(heads["text"], vi)
-    p_v = predict_proba_arrays(heads["image"], vi)
+    p_t = predict_proba_arrays(text_head, vi)
+    p_v = predict_proba_arrays(image_head, vi)
     has_t, has_v = vi["has_overview"], vi["has_poster"]
     weights = np.zeros(y.shape[1])
-    from sklearn.metrics import log_loss
-
     grid = np.linspace(0, 1, 11)
     for g in range(y.shape[1]):
         if not prep.trained[g] or y[:, g].sum() == 0:
             weights[g] = 0.5
             continue
-        # Per-genre text weight by validation log-loss (a 1-parameter choice per genre; thresholds are tuned after).
         losses = []
         for w in grid:
             wt, wv = w * has_t[:, 0], (1 - w) * has_v[:, 0]
             p = (wt * p_t[:, g] + wv * p_v[:, g]) / np.maximum(wt + wv, 1e-6)
             losses.append(log_loss(y[:, g], np.clip(p, 1e-6, 1 - 1e-6), labels=[0, 1]))
         weights[g] = grid[int(np.argmin(losses))]
-    model = build_late_fusion(heads["text"], heads["image"], weights.tolist())
-    model.compile(loss="binary_crossentropy")
+    return weights.tolist()
+
+
+def _save_composed(model, run_dir: Path) -> None:
     from movie_genres.io import atomic_write
 
+    model.compile(loss="binary_crossentropy")
     atomic_write(run_dir / "model.keras", lambda tmp: model.save(tmp))
     atomic_write(run_dir / "last.keras", lambda tmp: model.save(tmp))
+
+
+def fit_late(cfg: Config, prep: Prepared, run_dir: Path):
+    """Late fusion: a text head and a poster head trained apart, then a per-genre text weight chosen on validation."""
+    from movie_genres.models.heads import build_late_fusion
+
+    heads = _fit_heads(cfg, prep, ("text", "image"))
+    model = build_late_fusion(heads["text"], heads["image"], _late_weights(prep, heads["text"], heads["image"]))
+    _save_composed(model, run_dir)
+    return model
+
+
+def fit_ensemble(cfg: Config, prep: Prepared, run_dir: Path):
+    """The mean of the text, poster, late, early and GMU models' probabilities, trained as their own runs would be."""
+    from movie_genres.models.heads import build_ensemble
+
+    heads = _fit_heads(cfg, prep, ("text", "image", "early", "gmu"))
+    weights = _late_weights(prep, heads["text"], heads["image"])
+    model = build_ensemble(heads["text"], heads["image"], heads["early"], heads["gmu"], weights)
+    _save_composed(model, run_dir)
     return model
 
 
@@ -235,7 +280,7 @@ def train(model: str = "cnn", data=None, out=None, epochs: int | None = None, re
     """Train one model and write its run folder; returns the folder.
 
     Args:
-        model: cnn | bilstm | text | image | early | gmu | late.
+        model: cnn | bilstm | text | image | early | gmu | late | ensemble.
         data: dataset folder (default: the shared development copy).
         out: run folder; an existing non-empty folder is never overwritten (``out2``, ``out3``, ... are used).
         epochs: upper bound on epochs (early stopping may end sooner).
@@ -280,6 +325,8 @@ def train(model: str = "cnn", data=None, out=None, epochs: int | None = None, re
     write_json(run_dir / "genres.json", {"genres": genres, "trained": prep.trained.tolist(), "excluded": prep.excluded})
     if cfg.model == "late":
         best = fit_late(cfg, prep, run_dir)
+    elif cfg.model == "ensemble":
+        best = fit_ensemble(cfg, prep, run_dir)
     else:
         resume_model = None
         if state:
