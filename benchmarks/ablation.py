@@ -19,11 +19,11 @@ VARIANTS = {
     "focal": {"loss": "focal"},
     "asl (asymmetric)": {"loss": "asl"},
 }
-CNN_VARIANTS = {
-    "all on (oversample + augment)": {},
-    "no augmentation": {"augment": False},
-    "no oversampling": {"oversample": False},
-    "+ pos_weight": {"pos_weight": True},
+CNN_VARIANTS = {  # the model's own defaults (config.MODEL_DEFAULTS) with one switch changed
+    "oversample + augment, no pos_weight": {"pos_weight": False},
+    "no augmentation, no pos_weight": {"augment": False, "pos_weight": False},
+    "no oversampling, no pos_weight": {"oversample": False, "pos_weight": False},
+    "+ pos_weight (cnn default)": {"pos_weight": True},
 }
 
 

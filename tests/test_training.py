@@ -75,6 +75,16 @@ def test_runs_are_never_overwritten(tmp_path, tiny_data, tiny_config, cache_dir)
     assert json.loads((first / "config.json").read_text())["model"] == "bilstm"
 
 
+def test_model_defaults_apply_unless_overridden(trained_runs, tmp_path, tiny_data, tiny_config, cache_dir):
+    def saved(run):
+        return json.loads((run / "config.json").read_text())
+
+    assert saved(trained_runs["cnn"])["pos_weight"] is True  # config.MODEL_DEFAULTS
+    assert saved(trained_runs["bilstm"])["pos_weight"] is False
+    plain = train("cnn", tiny_data, tmp_path / "plain", cache_dir=cache_dir, pos_weight=False, **{**tiny_config, "epochs": 1})
+    assert saved(plain)["pos_weight"] is False
+
+
 def test_config_errors_are_clear():
     with pytest.raises(ConfigError, match="did you mean 'epochs'"):
         make_config(epoch=3)

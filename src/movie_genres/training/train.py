@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from movie_genres import __version__
-from movie_genres.config import Config, make_config
+from movie_genres.config import MODEL_DEFAULTS, Config, make_config
 from movie_genres.data.dataset import Dataset, load_dataset, resolve_data_dir
 from movie_genres.data.split import load_manifest, save_manifest, stratified_split
 from movie_genres.evaluation.metrics import full_metrics, tune_thresholds
@@ -310,7 +310,7 @@ def train(model: str = "cnn", data=None, out=None, epochs: int | None = None, re
         name = check_model_name(model)
         if epochs is None and name in PRETRAINED:
             epochs = overrides.pop("head_epochs", None) or make_config().head_epochs
-        cfg = make_config(model=name, **({"epochs": epochs} if epochs is not None else {}), **overrides)
+        cfg = make_config(model=name, **{**MODEL_DEFAULTS.get(name, {}), **overrides, **({"epochs": epochs} if epochs is not None else {})})
         data_dir = resolve_data_dir(data)  # fail before creating anything
         run_dir = new_run_dir(out or f"runs/{cfg.model}")
         state = None
