@@ -170,14 +170,13 @@ def fit_keras(cfg: Config, prep: Prepared, run_dir: Path, model=None, state: dic
     return model
 
 
-def _fit_heads(cfg: Config, prep: Prepared, names) -> dict:
+def _fit_heads(cfg: Config, prep: Prepared, run_dir: Path, names) -> dict:
     """Train the named models on the prepared features (without writing a run), as their own runs would."""
     out = {}
     for name in names:
         sub = make_config(cfg, model=name)
         prep.cfg = sub
-        pos_weight = positive_weights(prep.ds.labels[prep.train_idx]) if cfg.pos_weight else None
-        trained = fit_keras(sub, prep, Path("."), _compile(build_model(sub, prep.featurizer, len(prep.ds.genres)), sub, prep.trained, pos_weight), write_run=False)
+        trained = fit_keras(sub, prep, run_dir, write_run=False)
         # an uncompiled copy: a compiled member would carry its training metrics into the composed model's file
         out[name] = build_model(sub, prep.featurizer, len(prep.ds.genres))
         out[name].set_weights(trained.get_weights())
@@ -222,7 +221,7 @@ def fit_late(cfg: Config, prep: Prepared, run_dir: Path):
     """Late fusion: a text head and a poster head trained apart, then a per-genre text weight chosen on validation."""
     from movie_genres.models.heads import build_late_fusion
 
-    heads = _fit_heads(cfg, prep, ("text", "image"))
+    heads = _fit_heads(cfg, prep, run_dir, ("text", "image"))
     model = build_late_fusion(heads["text"], heads["image"], _late_weights(prep, heads["text"], heads["image"]))
     _save_composed(model, run_dir)
     return model
@@ -232,7 +231,7 @@ def fit_ensemble(cfg: Config, prep: Prepared, run_dir: Path):
     """The mean of the text, poster, late, early and GMU models' probabilities, trained as their own runs would be."""
     from movie_genres.models.heads import build_ensemble
 
-    heads = _fit_heads(cfg, prep, ("text", "image", "early", "gmu"))
+    heads = _fit_heads(cfg, prep, run_dir, ("text", "image", "early", "gmu"))
     weights = _late_weights(prep, heads["text"], heads["image"])
     model = build_ensemble(heads["text"], heads["image"], heads["early"], heads["gmu"], weights)
     _save_composed(model, run_dir)
