@@ -17,7 +17,8 @@ ARGS = ["epochs=3", "batch_size=8", "min_positives=2", "verbose=0", "workers=1",
 
 
 def _train_cmd(data, out, cache):
-    return [sys.executable, "-m", "movie_genres", "-q", "train", "--model", "cnn", "--data", str(data), "--out", str(out), f"cache_dir={cache}", *ARGS]
+    # --retrain: the second run must train (not copy the first from the run cache) to be killed mid-way
+    return [sys.executable, "-m", "movie_genres", "-q", "train", "--model", "cnn", "--retrain", "--data", str(data), "--out", str(out), f"cache_dir={cache}", *ARGS]
 
 
 def test_kill_and_resume_matches_a_straight_run(tmp_path, cache_dir):

@@ -13,8 +13,11 @@ log = logging.getLogger(__name__)
 ALL_MODELS = ("cnn", "bilstm", "text", "image", "early", "gmu", "late", "ensemble")
 
 
-def train_all(data=None, out="runs/main", epochs: int | None = None, models=ALL_MODELS, **overrides) -> Path:
+def train_all(data=None, out="runs/main", epochs: int | None = None, models=ALL_MODELS, reuse: bool = True, **overrides) -> Path:
     """Train every model into ``out/<model>``, pick the best on validation micro-F1, write ``out/report.html``.
+
+    A model whose identical finished run is in the run cache is copied, not retrained (``reuse=False`` retrains);
+    ``late`` and ``ensemble`` are composed from the text, poster, early and GMU runs trained just before them.
 
     ``out/best.json`` names the best run, so ``evaluate out``, ``predict out`` and ``serve out`` use it.
 
@@ -28,7 +31,7 @@ def train_all(data=None, out="runs/main", epochs: int | None = None, models=ALL_
     runs = []
     for name in models:
         log.info("=== training %s", name)
-        runs.append(train(name, data_dir, root / name, epochs=epochs, **overrides))
+        runs.append(train(name, data_dir, root / name, epochs=epochs, reuse=reuse, reuse_members=True, **overrides))
     scores = {r.name: read_json(r / "metrics.json")["tuned"]["micro_f1"] for r in runs}
     best = max(scores, key=scores.get)
     write_json(root / "best.json", {"run": best, "chosen_by": "validation micro-F1 (tuned thresholds)", "validation_micro_f1": scores})

@@ -18,6 +18,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run folder (default runs/<model>; never overwritten)")
     t.add_argument("--epochs", type=int, help="maximum epochs (early stopping may stop sooner)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    t.add_argument("--retrain", action="store_true", help="train even when the run cache holds the identical finished run")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. augment=false lstm_units=256,128")
 
     e = sub.add_parser("evaluate", help="score a run on every usable film of a dataset")
@@ -59,9 +60,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.resume:
                 run = mg.train(resume=args.resume, data=args.data, epochs=epochs)
             elif args.model == "all":
-                run = mg.train_all(args.data, args.out or "runs/main", epochs, **overrides)
+                run = mg.train_all(args.data, args.out or "runs/main", epochs, reuse=not args.retrain, **overrides)
             else:
-                run = mg.train(args.model, args.data, args.out, epochs, **overrides)
+                run = mg.train(args.model, args.data, args.out, epochs, reuse=not args.retrain, **overrides)
             print(run)
         elif args.verb == "evaluate":
             m = mg.evaluate(args.run_dir, args.data, args.output)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,6 +20,7 @@ from movie_genres.data.split import load_manifest, save_manifest, stratified_spl
 from movie_genres.evaluation.metrics import full_metrics, tune_thresholds
 from movie_genres.io import new_run_dir, read_json, write_json
 from movie_genres.models.registry import FUSION, PRETRAINED, build_model, check_model_name, make_featurizer
+from movie_genres.training import run_cache
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +98,13 @@ def problems_of(ds: Dataset, usable: np.ndarray, problems: Counter) -> Counter:
     return Counter({"unusable input": dropped}) if not reasons else Counter({f"no usable input ({', '.join(sorted(reasons))})": dropped})
 
 
-def prepare(cfg: Config, data_dir, run_dir: Path, resume: bool = False) -> Prepared:
+def load_films(cfg: Config, data_dir) -> Dataset:
     ds = load_dataset(data_dir)
-    if cfg.limit:
-        ds = ds.subset(np.arange(min(cfg.limit, len(ds))))
+    return ds.subset(np.arange(min(cfg.limit, len(ds)))) if cfg.limit else ds
+
+
+def prepare(cfg: Config, data_dir, run_dir: Path, resume: bool = False, ds: Dataset | None = None) -> Prepared:
+    ds = ds if ds is not None else load_films(cfg, data_dir)
     manifest = run_dir / "split.csv"
     if resume and manifest.exists():
         split = load_manifest(manifest)
@@ -170,17 +175,20 @@ def fit_keras(cfg: Config, prep: Prepared, run_dir: Path, model=None, state: dic
     return model
 
 
-def _fit_heads(cfg: Config, prep: Prepared, run_dir: Path, names) -> dict:
-    """Train the named models on the prepared features (without writing a run), as their own runs would."""
+def member_models(cfg: Config, data_dir: Path, run_dir: Path, names, reuse: bool = True) -> dict:
+    """The named models exactly as ``train(name)`` with ``cfg``'s settings makes them, each kept as a run in
+    ``run_dir/members/<name>`` (from the run cache when that run already exists, as in ``train --model all``)."""
+    import keras
+
     out = {}
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in ("model", "epochs")}
     for name in names:
-        sub = make_config(cfg, model=name)
-        prep.cfg = sub
-        trained = fit_keras(sub, prep, run_dir, write_run=False)
+        member = train(name, data_dir, run_dir / "members" / name, epochs=cfg.epochs, reuse=reuse, **settings)
+        for leftover in ("checkpoint", "last.keras"):  # members are never resumed on their own
+            path = member / leftover
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         # an uncompiled copy: a compiled member would carry its training metrics into the composed model's file
-        out[name] = build_model(sub, prep.featurizer, len(prep.ds.genres))
-        out[name].set_weights(trained.get_weights())
-    prep.cfg = cfg
+        out[name] = keras.saving.load_model(member / "model.keras", compile=False)
     return out
 
 
@@ -217,21 +225,21 @@ def _save_composed(model, run_dir: Path) -> None:
     atomic_write(run_dir / "last.keras", lambda tmp: model.save(tmp))
 
 
-def fit_late(cfg: Config, prep: Prepared, run_dir: Path):
+def fit_late(cfg: Config, prep: Prepared, run_dir: Path, data_dir: Path, reuse: bool = True):
     """Late fusion: a text head and a poster head trained apart, then a per-genre text weight chosen on validation."""
     from movie_genres.models.heads import build_late_fusion
 
-    heads = _fit_heads(cfg, prep, run_dir, ("text", "image"))
+    heads = member_models(cfg, data_dir, run_dir, ("text", "image"), reuse)
     model = build_late_fusion(heads["text"], heads["image"], _late_weights(prep, heads["text"], heads["image"]))
     _save_composed(model, run_dir)
     return model
 
 
-def fit_ensemble(cfg: Config, prep: Prepared, run_dir: Path):
-    """The mean of the text, poster, late, early and GMU models' probabilities, trained as their own runs would be."""
+def fit_ensemble(cfg: Config, prep: Prepared, run_dir: Path, data_dir: Path, reuse: bool = True):
+    """The mean of the text, poster, late, early and GMU models' probabilities, each exactly its own run."""
     from movie_genres.models.heads import build_ensemble
 
-    heads = _fit_heads(cfg, prep, run_dir, ("text", "image", "early", "gmu"))
+    heads = member_models(cfg, data_dir, run_dir, ("text", "image", "early", "gmu"), reuse)
     weights = _late_weights(prep, heads["text"], heads["image"])
     model = build_ensemble(heads["text"], heads["image"], heads["early"], heads["gmu"], weights)
     _save_composed(model, run_dir)
@@ -275,7 +283,8 @@ def _set_threads(cfg: Config) -> None:
     torch.set_num_threads(n)
 
 
-def train(model: str = "cnn", data=None, out=None, epochs: int | None = None, resume=None, **overrides) -> Path:
+def train(model: str = "cnn", data=None, out=None, epochs: int | None = None, resume=None, reuse: bool = True,
+          reuse_members: bool | None = None, **overrides) -> Path:
     """Train one model and write its run folder; returns the folder.
 
     Args:
@@ -284,6 +293,10 @@ def train(model: str = "cnn", data=None, out=None, epochs: int | None = None, re
         out: run folder; an existing non-empty folder is never overwritten (``out2``, ``out3``, ... are used).
         epochs: upper bound on epochs (early stopping may end sooner).
         resume: an interrupted run folder to continue; its saved config is used.
+        reuse: copy the identical finished run from the run cache when there is one (same config, films, posters
+            and code; see :mod:`movie_genres.training.run_cache`); False trains anyway.
+        reuse_members: the same for the runs ``late`` and ``ensemble`` are composed of (default: ``reuse``);
+            ``train_all`` sets it, as it has just trained them.
         **overrides: any :class:`~movie_genres.config.Config` key.
 
     Example:
@@ -313,19 +326,32 @@ def train(model: str = "cnn", data=None, out=None, epochs: int | None = None, re
         data_dir = resolve_data_dir(data)  # fail before creating anything
         run_dir = new_run_dir(out or f"runs/{cfg.model}")
         state = None
+    run_config = {**cfg.to_dict(), "data_dir": str(data_dir), "version": __version__}
     if not resume:
-        write_json(run_dir / "config.json", {**cfg.to_dict(), "data_dir": str(data_dir), "version": __version__})
+        write_json(run_dir / "config.json", run_config)
+    started = time.perf_counter()
+    ds = load_films(cfg, data_dir)
+    key = run_cache.run_key(cfg, ds)
+    if not resume:
+        cached = run_cache.lookup(cfg, key) if reuse else None
+        if cached is not None:
+            record = run_cache.restore(cached, run_dir)
+            write_json(run_dir / "config.json", run_config)
+            metrics = read_json(run_dir / "metrics.json")
+            write_json(run_dir / "metrics.json", {**metrics, "reused": {"run_cache_key": key, "trained": record.get("stored")}})
+            log.info("%s: reused the identical finished run from the run cache (%s, trained %s) in %.1fs; --retrain trains again",
+                     cfg.model, key, record.get("stored"), time.perf_counter() - started)
+            return run_dir
     keras.utils.set_random_seed(cfg.seed)
     _set_threads(cfg)
-    started = time.perf_counter()
-    prep = prepare(cfg, data_dir, run_dir, resume=bool(resume))
+    prep = prepare(cfg, data_dir, run_dir, resume=bool(resume), ds=ds)
     prep.featurizer.save(run_dir)
     genres = prep.ds.genres
     write_json(run_dir / "genres.json", {"genres": genres, "trained": prep.trained.tolist(), "excluded": prep.excluded})
     if cfg.model == "late":
-        best = fit_late(cfg, prep, run_dir)
+        best = fit_late(cfg, prep, run_dir, data_dir, reuse if reuse_members is None else reuse_members)
     elif cfg.model == "ensemble":
-        best = fit_ensemble(cfg, prep, run_dir)
+        best = fit_ensemble(cfg, prep, run_dir, data_dir, reuse if reuse_members is None else reuse_members)
     else:
         resume_model = None
         if state:
@@ -342,6 +368,7 @@ def train(model: str = "cnn", data=None, out=None, epochs: int | None = None, re
             raise SystemExit(f"interrupted; the last finished epoch is saved. Continue with: movie-genres train --resume {run_dir}")
     train_seconds = time.perf_counter() - started
     finish_run(cfg, prep, run_dir, best, train_seconds)
+    run_cache.store(run_dir, cfg, key)
     return run_dir
 
 
