@@ -2,7 +2,9 @@
 
 Usage: python benchmarks/predict_latency.py RUN_DIR [--data DIR] [--films N]
 Each film is predicted alone from its poster file and overview (decode, encoders, model, thresholds), as a new
-request would be; the first call (warm-up) is excluded.
+request would be; the first call (warm-up) is excluded. Each film is predicted twice, in alternating order: through
+the traced single-film graph (what `predict` and the service use) and through the Keras model, so the two rows share
+the machine's conditions (this CPU's speed drifts by tens of percent between minutes).
 """
 from __future__ import annotations
 
@@ -28,17 +30,22 @@ def main() -> None:
     ds = load_dataset(args.data)
     rng = np.random.default_rng(0)
     idx = rng.choice(len(ds), size=min(args.films + 1, len(ds)), replace=False)
-    times = []
+    graph = pred._single_film_graph()
+    rows = {"traced graph" if graph else "keras (no traced graph)": [], "keras": []}
     for k, i in enumerate(idx):
-        t = time.perf_counter()
-        poster = open_poster(ds.poster_paths[i]) if ds.poster_paths[i] else None
-        pred.predict_one(poster, ds.overviews[i])
-        if k:
-            times.append((time.perf_counter() - t) * 1000)
-    times = np.array(times)
-    print(f"| run | model | load s | films | p50 ms | p90 ms | p99 ms |\n| --- | --- | --- | --- | --- | --- | --- |")
-    print(f"| {pred.run_dir} | {pred.model_name} | {load_s:.1f} | {len(times)} | {np.percentile(times, 50):.1f} | {np.percentile(times, 90):.1f} | {np.percentile(times, 99):.1f} |")
-
+        poster_path, overview = ds.poster_paths[i], ds.overviews[i]
+        order = list(rows) if k % 2 else list(rows)[::-1]
+        for path in order:
+            pred._graph = graph if path != "keras" else False
+            t = time.perf_counter()
+            poster = open_poster(poster_path) if poster_path else None
+            pred.predict_one(poster, overview)
+            if k:
+                rows[path].append((time.perf_counter() - t) * 1000)
+    print("| run | model | path | load s | films | p50 ms | p90 ms | p99 ms |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for path, times in rows.items():
+        times = np.array(times)
+        print(f"| {pred.run_dir} | {pred.model_name} | {path} | {load_s:.1f} | {len(times)} | {np.percentile(times, 50):.1f} | {np.percentile(times, 90):.1f} | {np.percentile(times, 99):.1f} |")
 
 if __name__ == "__main__":
     main()

@@ -148,3 +148,22 @@ def test_losses():
     assert clone.pos_weight == [3.0] * 4
     with pytest.raises(ValueError, match="unknown loss"):
         MultiLabelLoss("hinge")
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="the traced single-film graph is a torch-backend path")
+@pytest.mark.parametrize("builder", ["cnn", "gmu", "ensemble", "bilstm"])
+def test_single_film_graph_gives_the_models_own_outputs(builder):
+    from movie_genres.predictor import _trace_single_film
+
+    if builder == "bilstm":  # sequence length varies per film: a traced loop would not, so no graph
+        assert _trace_single_film(build_bilstm(vocab_size=50, sequence_length=10, embedding_dim=8, lstm_units=(4,))) is None
+        return
+    model = {"cnn": build_cnn, "gmu": lambda: heads.build_gmu(6, 5, 25, 8), "ensemble": _ensemble}[builder]()
+    run = _trace_single_film(model)
+    assert run is not None
+    for _ in range(3):
+        x = {"poster": RNG.random((1, 64, 64, 3), dtype=np.float32)} if builder == "cnn" else _fusion_inputs(1)
+        if builder != "cnn":
+            x["has_poster"][:] = RNG.integers(0, 2)  # missing-modality films take the same graph
+        expected = np.asarray(model.predict_on_batch(x if builder != "cnn" else x["poster"]))
+        np.testing.assert_allclose(run(x), expected, atol=1e-6)

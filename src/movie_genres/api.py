@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from movie_genres.io import new_run_dir, read_json, write_json
@@ -28,14 +29,22 @@ def train_all(data=None, out="runs/main", epochs: int | None = None, models=ALL_
 
     data_dir = resolve_data_dir(data)
     root = new_run_dir(out)
-    runs = []
+    runs, job = [], {}
+    started = time.perf_counter()
     for name in models:
         log.info("=== training %s", name)
+        t0 = time.perf_counter()
         runs.append(train(name, data_dir, root / name, epochs=epochs, reuse=reuse, reuse_members=True, **overrides))
+        job[name] = {"seconds": round(time.perf_counter() - t0, 1), "reused": "reused" in read_json(runs[-1] / "metrics.json")}
+        log.info("=== %s: %.0fs%s", name, job[name]["seconds"], " (reused from the run cache)" if job[name]["reused"] else "")
     scores = {r.name: read_json(r / "metrics.json")["tuned"]["micro_f1"] for r in runs}
     best = max(scores, key=scores.get)
     write_json(root / "best.json", {"run": best, "chosen_by": "validation micro-F1 (tuned thresholds)", "validation_micro_f1": scores})
+    t0 = time.perf_counter()
     report(runs, root / "report.html", data=data_dir)
+    job["report"] = {"seconds": round(time.perf_counter() - t0, 1)}
+    write_json(root / "job.json", {"seconds": round(time.perf_counter() - started, 1), "steps": job})
+    log.info("=== done in %.0fs; best on validation: %s", time.perf_counter() - started, best)
     return root
 
 

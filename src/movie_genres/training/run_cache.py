@@ -4,7 +4,8 @@ A run's key is a hash of everything its result depends on:
 
 * the config, less the keys that cannot change a result (progress bars, cache folder, decode processes);
 * the films as loaded (ids, overviews, labels, genre schema) and every poster file's bytes;
-* the code: this package's source files and the versions of the libraries that compute (Keras, torch, NumPy, ...).
+* the code: this package's source files that make runs (not the service, predictor or CLI) and the versions of
+  the libraries that compute (Keras, torch, NumPy, ...).
 
 Training is deterministic for a given key (one seed drives the split, initialisation and shuffling; tested), so the
 copy is the run that training would have written. ``train(..., reuse=False)`` or ``movie-genres train --retrain``
@@ -29,15 +30,19 @@ log = logging.getLogger(__name__)
 NEUTRAL_KEYS = ("verbose", "cache_dir", "workers")
 # Libraries whose version can change a trained model or its features.
 LIBRARIES = ("keras", "torch", "numpy", "scikit-learn", "pillow", "sentence-transformers", "transformers", "tokenizers", "onnxruntime", "efficientnet-lite-pytorch")
+# Modules that only read finished runs (serve, predict, the command line): changing them cannot change a run.
+SERVING = ("service", "predictor.py", "cli.py", "api.py", "__main__.py")
 # Files a finished run does not need (they exist to resume an interrupted one).
 RESUME_ONLY = ("checkpoint", "last.keras")
 
 
 def code_fingerprint() -> str:
-    """sha256 of this package's Python sources and the computing libraries' versions."""
+    """sha256 of the Python sources that make a run folder and the computing libraries' versions."""
     h = hashlib.sha256()
     root = Path(__file__).resolve().parents[1]
     for path in sorted(root.rglob("*.py")):
+        if path.relative_to(root).parts[0] in SERVING:
+            continue
         h.update(str(path.relative_to(root)).encode())
         h.update(path.read_bytes())
     for lib in LIBRARIES:

@@ -175,21 +175,26 @@ def fit_keras(cfg: Config, prep: Prepared, run_dir: Path, model=None, state: dic
     return model
 
 
-def member_models(cfg: Config, data_dir: Path, run_dir: Path, names, reuse: bool = True) -> dict:
+def member_models(cfg: Config, data_dir: Path, run_dir: Path, names, reuse: bool = True) -> tuple[dict, float]:
     """The named models exactly as ``train(name)`` with ``cfg``'s settings makes them, each kept as a run in
-    ``run_dir/members/<name>`` (from the run cache when that run already exists, as in ``train --model all``)."""
+    ``run_dir/members/<name>`` (from the run cache when that run already exists, as in ``train --model all``).
+
+    Also returns the seconds to add to the composed run's training time so that it counts its members' own training
+    whether it happened now or when the reused runs were trained."""
     import keras
 
-    out = {}
+    out, extra = {}, 0.0
     settings = {k: v for k, v in cfg.to_dict().items() if k not in ("model", "epochs")}
     for name in names:
+        t0 = time.perf_counter()
         member = train(name, data_dir, run_dir / "members" / name, epochs=cfg.epochs, reuse=reuse, **settings)
+        extra += read_json(member / "metrics.json")["train_seconds"] - (time.perf_counter() - t0)
         for leftover in ("checkpoint", "last.keras"):  # members are never resumed on their own
             path = member / leftover
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         # an uncompiled copy: a compiled member would carry its training metrics into the composed model's file
         out[name] = keras.saving.load_model(member / "model.keras", compile=False)
-    return out
+    return out, extra
 
 
 def _late_weights(prep: Prepared, text_head, image_head) -> list[float]:
@@ -229,21 +234,21 @@ def fit_late(cfg: Config, prep: Prepared, run_dir: Path, data_dir: Path, reuse: 
     """Late fusion: a text head and a poster head trained apart, then a per-genre text weight chosen on validation."""
     from movie_genres.models.heads import build_late_fusion
 
-    heads = member_models(cfg, data_dir, run_dir, ("text", "image"), reuse)
+    heads, extra = member_models(cfg, data_dir, run_dir, ("text", "image"), reuse)
     model = build_late_fusion(heads["text"], heads["image"], _late_weights(prep, heads["text"], heads["image"]))
     _save_composed(model, run_dir)
-    return model
+    return model, extra
 
 
 def fit_ensemble(cfg: Config, prep: Prepared, run_dir: Path, data_dir: Path, reuse: bool = True):
     """The mean of the text, poster, late, early and GMU models' probabilities, each exactly its own run."""
     from movie_genres.models.heads import build_ensemble
 
-    heads = member_models(cfg, data_dir, run_dir, ("text", "image", "early", "gmu"), reuse)
+    heads, extra = member_models(cfg, data_dir, run_dir, ("text", "image", "early", "gmu"), reuse)
     weights = _late_weights(prep, heads["text"], heads["image"])
     model = build_ensemble(heads["text"], heads["image"], heads["early"], heads["gmu"], weights)
     _save_composed(model, run_dir)
-    return model
+    return model, extra
 
 
 def by_modality(prep: Prepared, model, genres, thresholds) -> dict:
@@ -348,10 +353,11 @@ def train(model: str = "cnn", data=None, out=None, epochs: int | None = None, re
     prep.featurizer.save(run_dir)
     genres = prep.ds.genres
     write_json(run_dir / "genres.json", {"genres": genres, "trained": prep.trained.tolist(), "excluded": prep.excluded})
+    member_seconds = 0.0
     if cfg.model == "late":
-        best = fit_late(cfg, prep, run_dir, data_dir, reuse if reuse_members is None else reuse_members)
+        best, member_seconds = fit_late(cfg, prep, run_dir, data_dir, reuse if reuse_members is None else reuse_members)
     elif cfg.model == "ensemble":
-        best = fit_ensemble(cfg, prep, run_dir, data_dir, reuse if reuse_members is None else reuse_members)
+        best, member_seconds = fit_ensemble(cfg, prep, run_dir, data_dir, reuse if reuse_members is None else reuse_members)
     else:
         resume_model = None
         if state:
@@ -366,7 +372,7 @@ def train(model: str = "cnn", data=None, out=None, epochs: int | None = None, re
             best = fit_keras(cfg, prep, run_dir, resume_model, state)
         except KeyboardInterrupt:
             raise SystemExit(f"interrupted; the last finished epoch is saved. Continue with: movie-genres train --resume {run_dir}")
-    train_seconds = time.perf_counter() - started
+    train_seconds = time.perf_counter() - started + member_seconds
     finish_run(cfg, prep, run_dir, best, train_seconds)
     run_cache.store(run_dir, cfg, key)
     return run_dir
