@@ -90,6 +90,32 @@ def test_nsfw_pooled_output_still_matches_package_classifier():
     np.testing.assert_allclose(ours[0][:, 1], Classifier().score_array(batch), atol=1e-6)
 
 
+def test_onnxruntime_minilm_gives_sentence_transformers_embeddings():
+    """MiniLM runs exported to onnxruntime: the embeddings must stay those of the bundled sentence-transformers model."""
+    from sentence_transformers import SentenceTransformer
+
+    enc = get_encoder("minilm").load()
+    reference = SentenceTransformer(str(enc._model_dir()), device="cpu", local_files_only=True)
+    expected = reference.encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True)
+    np.testing.assert_allclose(enc.encode(TEXTS), expected, atol=1e-5, rtol=0)
+    long_text = " ".join(["word"] * 400)  # past the model's 256-token limit: truncated like sentence-transformers
+    np.testing.assert_allclose(enc.encode([long_text]), reference.encode([long_text], normalize_embeddings=True), atol=1e-5, rtol=0)
+
+
+def test_onnxruntime_efficientnet_gives_the_torch_networks_features():
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+
+    enc = get_encoder("effnet-lite0").load()
+    w, h = enc.input_size
+    net = EfficientNet.from_name("efficientnet-lite0", image_size=[h, w])
+    net.load_state_dict(torch.load(enc._weights_path(), map_location="cpu", weights_only=True))
+    batch = np.stack([enc.preprocess(p.convert("RGB")) for p in POSTERS[:3]])
+    with torch.no_grad():
+        expected = E._PooledFeatures(net.eval())(torch.from_numpy(batch)).numpy()
+    np.testing.assert_allclose(enc.encode(POSTERS[:3]), expected, atol=1e-4, rtol=0)
+
+
 def test_unknown_encoder_lists_known_ones():
     with pytest.raises(ValueError, match="minilm.*effnet-lite0.*nsfw-resnet50"):
         get_encoder("resnet-9000")
