@@ -112,7 +112,7 @@ def _ort_session(model: bytes, threads: int):
 def _export_onnx(module, example: tuple, input_names: list[str], dynamic_axes: dict) -> bytes:
     """``module`` (a torch module in eval mode) as ONNX bytes, in memory (the bundled weights stay the source).
 
-    Measured here, onnxruntime runs these encoders 1.8-2.8x faster than eager torch (benchmarks/BENCHMARKS.md);
+    Measured here, onnxruntime runs these encoders 1.8-2.8x faster than eager torch (docs/BENCHMARKS.md);
     exporting takes 1-2 s when an encoder loads."""
     import io
     import warnings
@@ -403,7 +403,7 @@ class EfficientNetLiteEncoder(_PosterEncoder):
         model = model.float().eval()
         for p in model.parameters():
             p.requires_grad_(False)
-        # Run by onnxruntime: ~13-15 ms per 224x448 poster against ~26-35 ms for torch (benchmarks/BENCHMARKS.md);
+        # Run by onnxruntime: ~13-15 ms per 224x448 poster against ~26-35 ms for torch (docs/BENCHMARKS.md);
         # features move by ~1e-5 against torch's, hence "-ort" in the version.
         onnx = _export_onnx(_PooledFeatures(model).eval(), (torch.zeros((1, 3, h, w)),), ["image"], {"image": {0: "batch"}})
         self.session = _ort_session(onnx, self.threads)
