@@ -50,7 +50,7 @@ class Predictor:
         self.model_name = config.get("model", "?")
         self.version = config.get("version", __version__)
         self.modalities = set(featurizer.modalities)
-        self._graph = None  # the traced single-film graph, built on first use (False: not available)
+        self._graph = None  # the traced single-film graph, built by load() (False: not available)
 
     @classmethod
     def load(cls, run_dir: str | Path) -> "Predictor":
@@ -66,7 +66,9 @@ class Predictor:
         thr = read_json(run_dir / "thresholds.json")
         if thr["genres"] != g["genres"]:
             raise RunError(f"{run_dir}: thresholds.json and genres.json disagree on the genre list")
-        return cls(run_dir, model, load_featurizer(run_dir), g["genres"], g["trained"], thr["thresholds"], read_json(run_dir / "config.json"))
+        pred = cls(run_dir, model, load_featurizer(run_dir), g["genres"], g["trained"], thr["thresholds"], read_json(run_dir / "config.json"))
+        pred._single_film_graph()  # traced now, so no request pays for it
+        return pred
 
     # -- scores
     def transform(self, posters: list, overviews: list, progress: bool = False):

@@ -326,12 +326,11 @@ class _PosterEncoder(Encoder):
         raise NotImplementedError
 
 
-def _pooled_features_module():
+def _PooledFeatures(net):  # noqa: N802 - the class is made on first use, so importing this module does not import torch
+    """EfficientNet feature map, global-average-pooled: one vector per image (the module exported to ONNX)."""
     import torch
 
     class PooledFeatures(torch.nn.Module):
-        """EfficientNet feature map, global-average-pooled: one vector per image."""
-
         def __init__(self, net):
             super().__init__()
             self.net = net
@@ -339,11 +338,7 @@ def _pooled_features_module():
         def forward(self, x):
             return self.net.extract_features(x).mean(dim=(2, 3))
 
-    return PooledFeatures
-
-
-def _PooledFeatures(net):  # noqa: N802 - a class made on first use, so importing this module does not import torch
-    return _pooled_features_module()(net)
+    return PooledFeatures(net)
 
 
 # how a (portrait) poster becomes the network input; see EfficientNetLiteEncoder

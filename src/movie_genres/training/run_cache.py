@@ -62,14 +62,22 @@ def data_fingerprint(ds) -> str:
     h.update(json.dumps([ds.genres, ds.ids, ds.overviews]).encode())
     h.update(np.ascontiguousarray(ds.labels, dtype=np.float32).tobytes())
     for path in ds.poster_paths:
-        if path is None:
-            h.update(b"<no poster>")
-            continue
-        try:
-            h.update(hashlib.sha256(Path(path).read_bytes()).digest())
-        except OSError:
-            h.update(b"<unreadable>")
+        h.update(b"<no poster>" if path is None else _file_digest(Path(path)))
     return h.hexdigest()
+
+
+_DIGESTS: dict[tuple, bytes] = {}  # (path, size, mtime) -> sha256: `train --model all` keys 14 runs on the same posters
+
+
+def _file_digest(path: Path) -> bytes:
+    try:
+        st = path.stat()
+        memo = (str(path), st.st_size, st.st_mtime_ns)
+        if memo not in _DIGESTS:
+            _DIGESTS[memo] = hashlib.sha256(path.read_bytes()).digest()
+        return _DIGESTS[memo]
+    except OSError:
+        return b"<unreadable>"
 
 
 def run_key(cfg, ds) -> str:
