@@ -167,3 +167,133 @@ def test_single_film_graph_gives_the_models_own_outputs(builder):
             x["has_poster"][:] = RNG.integers(0, 2)  # missing-modality films take the same graph
         expected = np.asarray(model.predict_on_batch(x if builder != "cnn" else x["poster"]))
         np.testing.assert_allclose(run(x), expected, atol=1e-6)
+
+
+def _padded_tokens(lengths, steps, vocab=50, seed=0):
+    """Right-padded token ids: row i has ``lengths[i]`` non-zero tokens, then zeros."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((len(lengths), steps), "int32")
+    for i, n in enumerate(lengths):
+        x[i, :n] = rng.integers(1, vocab, n)
+    return x
+
+
+def _keras_lstm_bilstm(monkeypatch, **kwargs):
+    """``build_bilstm`` as it was before the packed LSTM: plain ``keras.layers.LSTM`` (Keras' own masked loop)."""
+    import movie_genres.models.bilstm as bilstm
+
+    with monkeypatch.context() as m:
+        m.setattr(bilstm, "LSTM", keras.layers.LSTM)
+        model = build_bilstm(**kwargs)
+    assert all(type(l.forward_layer) is keras.layers.LSTM for l in model.layers if isinstance(l, keras.layers.Bidirectional))
+    return model
+
+
+def _with_random_weights(model, seed=0):
+    """Weights large enough that the LSTM states, and so any mismatch, are far from zero."""
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0, 0.5, w.shape).astype(w.dtype) for w in model.get_weights()])
+    return model
+
+
+def _packed_calls(monkeypatch):
+    """Record, per LSTM call that tries the packed path, whether it took it (False: it fell back to Keras)."""
+    from movie_genres.models import lstm
+
+    calls, packed = [], lstm._packed_last_output
+
+    def spy(*args):
+        out = packed(*args)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(lstm, "_packed_last_output", spy)
+    return calls
+
+
+BILSTM_SMALL = dict(vocab_size=50, sequence_length=10, embedding_dim=8, lstm_units=(4,), dropout=0.0)
+# An all-padding row, a full row, and lengths in between (two rows share a length, as in real batches).
+LENGTHS = [0, 1, 3, 7, 10, 10, 5, 2]
+
+
+def test_packed_lstm_gives_keras_outputs_and_gradients(monkeypatch):
+    fast = _with_random_weights(build_bilstm(**BILSTM_SMALL))
+    reference = _keras_lstm_bilstm(monkeypatch, **BILSTM_SMALL)
+    reference.set_weights(fast.get_weights())
+    x = _padded_tokens(LENGTHS, 10)
+    calls = _packed_calls(monkeypatch)
+    out = keras.ops.convert_to_numpy(fast.predict_on_batch(x))
+    np.testing.assert_allclose(out, keras.ops.convert_to_numpy(reference.predict_on_batch(x)), atol=1e-5)
+    # The LSTM outputs themselves, both directions; a row of padding only gives zeros, as in Keras.
+    fast_lstm = keras.Model(fast.input, fast.get_layer("bilstm1").output)
+    ref_lstm = keras.Model(reference.input, reference.get_layer("bilstm1").output)
+    h = keras.ops.convert_to_numpy(fast_lstm(x))
+    np.testing.assert_allclose(h, keras.ops.convert_to_numpy(ref_lstm(x)), atol=1e-5)
+    assert (h[0] == 0).all() and (np.abs(h[1:]) > 1e-3).any(axis=1).all()
+    if keras.backend.backend() == "torch":
+        assert calls == [True, True, True, True]  # forward and backward LSTM, in both models above
+    # One SGD step at learning rate 1 moves each weight by its gradient: equal weights after it = equal gradients.
+    y = (np.random.default_rng(1).random((len(LENGTHS), 25)) < 0.3).astype("float32")
+    before = fast.get_weights()
+    for model in (fast, reference):
+        model.compile(optimizer=keras.optimizers.SGD(1.0), loss="binary_crossentropy")
+        model.train_on_batch(x, y)
+    for w, w_ref, w0, v in zip(fast.get_weights(), reference.get_weights(), before, fast.weights):
+        np.testing.assert_allclose(w, w_ref, atol=1e-5, err_msg=v.path)
+        if "lstm" in v.path:  # both directions' kernels, recurrent kernels and biases got a gradient
+            assert np.abs(w - w0).max() > 1e-4, v.path
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="the packed LSTM path is torch-only")
+def test_packed_lstm_is_taken_only_where_it_applies(monkeypatch):
+    calls = _packed_calls(monkeypatch)
+    # Original stack: the first BiLSTM returns sequences (Keras' loop), the second takes the packed path.
+    kwargs = dict(BILSTM_SMALL, lstm_units=(6, 4))
+    stacked = _with_random_weights(build_bilstm(**kwargs))
+    reference = _keras_lstm_bilstm(monkeypatch, **kwargs)
+    reference.set_weights(stacked.get_weights())
+    x = _padded_tokens(LENGTHS, 10)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(stacked(x)), keras.ops.convert_to_numpy(reference(x)), atol=1e-5)
+    assert calls == [True, True]
+    # Padding in the middle of a row: not right-padded, so the whole batch runs Keras' loop (which skips that step).
+    calls.clear()
+    model = _with_random_weights(build_bilstm(**BILSTM_SMALL))
+    reference = _keras_lstm_bilstm(monkeypatch, **BILSTM_SMALL)
+    reference.set_weights(model.get_weights())
+    holes = x.copy()
+    holes[4, 2] = 0
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(holes)), keras.ops.convert_to_numpy(reference(holes)), atol=1e-5)
+    assert calls == [False, False]
+    # Layers that return sequences or states never try it.
+    from movie_genres.models.lstm import LSTM
+
+    seq = keras.ops.convert_to_tensor(np.random.default_rng(2).normal(size=(3, 5, 4)).astype("float32"))
+    LSTM(3, return_sequences=True)(seq)
+    LSTM(3, return_state=True)(seq)
+    assert calls == [False, False]
+    # With no mask at all every row has the full length.
+    layer, plain = LSTM(3, go_backwards=True), keras.layers.LSTM(3, go_backwards=True)
+    out = keras.ops.convert_to_numpy(layer(seq))
+    plain.build(seq.shape)
+    plain.set_weights(layer.get_weights())
+    np.testing.assert_allclose(out, keras.ops.convert_to_numpy(plain(seq)), atol=1e-5)
+    assert calls == [False, False, True]
+
+
+def test_bilstm_save_and_load_keeps_the_packed_lstm_and_loads_keras_lstm_models(tmp_path, monkeypatch):
+    from movie_genres.models.lstm import LSTM
+
+    model = _with_random_weights(build_bilstm(**BILSTM_SMALL))
+    x = _padded_tokens(LENGTHS, 10)
+    expected = keras.ops.convert_to_numpy(model.predict_on_batch(x))
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert type(loaded.get_layer("bilstm1").forward_layer) is LSTM and type(loaded.get_layer("bilstm1").backward_layer) is LSTM
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded.predict_on_batch(x)), expected, atol=1e-6)
+    # A model saved before, with keras.layers.LSTM, still loads and gives the same predictions.
+    old = _keras_lstm_bilstm(monkeypatch, **BILSTM_SMALL)
+    old.set_weights(model.get_weights())
+    old.save(tmp_path / "old.keras")
+    old_loaded = keras.saving.load_model(tmp_path / "old.keras")
+    assert type(old_loaded.get_layer("bilstm1").forward_layer) is keras.layers.LSTM
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(old_loaded.predict_on_batch(x)), expected, atol=1e-5)

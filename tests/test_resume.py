@@ -57,3 +57,19 @@ def test_kill_and_resume_matches_a_straight_run(tmp_path, cache_dir):
     t1 = json.loads((straight / "thresholds.json").read_text())
     t2 = json.loads((killed / "thresholds.json").read_text())
     assert t1 == t2
+
+
+def test_bilstm_checkpoint_resumes_in_a_fresh_process(tmp_path, cache_dir, tiny_config):
+    # The BiLSTM's checkpoint names the package's own LSTM layer: a new process must know it before loading.
+    from movie_genres import train
+
+    data = write_dataset(tmp_path / "data", synthetic_rows(60, seed=6))
+    run = train("bilstm", data, tmp_path / "run", reuse=False, cache_dir=cache_dir, **tiny_config)
+    before = pd.read_csv(run / "val_predictions.csv")
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    assert state["epochs_done"] == tiny_config["epochs"]
+    (run / "metrics.json").unlink()  # as if killed after its last epoch, before the run was written up
+    resume = subprocess.run([sys.executable, "-m", "movie_genres", "-q", "train", "--resume", str(run)], capture_output=True, text=True, timeout=600)
+    assert resume.returncode == 0, resume.stderr
+    after = pd.read_csv(run / "val_predictions.csv")
+    np.testing.assert_allclose(before.drop(columns="Id").to_numpy(), after.drop(columns="Id").to_numpy(), atol=1e-6)

@@ -14,36 +14,72 @@ log = logging.getLogger(__name__)
 ALL_MODELS = ("cnn", "bilstm", "text", "image", "early", "gmu", "late", "ensemble")
 
 
-def train_all(data=None, out="runs/main", epochs: int | None = None, models=ALL_MODELS, reuse: bool = True, **overrides) -> Path:
+def train_all(data=None, out="runs/main", epochs: int | None = None, models=ALL_MODELS, reuse: bool = True,
+              jobs: int | None = None, **overrides) -> Path:
     """Train every model into ``out/<model>``, pick the best on validation micro-F1, write ``out/report.html``.
 
     A model whose identical finished run is in the run cache is copied, not retrained (``reuse=False`` retrains);
-    ``late`` and ``ensemble`` are composed from the text, poster, early and GMU runs trained just before them.
+    ``late`` and ``ensemble`` are composed of the text, poster, early and GMU runs of the same job.
+
+    ``jobs`` models train at once, each in its own process with ``cores // jobs`` threads (default: 2 jobs where
+    there are 2 cores; see :mod:`movie_genres.training.parallel`); their output goes to ``out/logs/<model>.log``.
+    ``jobs=1`` trains them one after another in this process. The thread count is part of each run's config
+    (``threads``), as it can change a result in its last digits. Workers are started the "spawn" way, so a script
+    that calls this with ``jobs > 1`` needs the usual ``if __name__ == "__main__":`` guard.
 
     ``out/best.json`` names the best run, so ``evaluate out``, ``predict out`` and ``serve out`` use it.
 
     Example:
         >>> train_all("../shared/data/multimodal-imdb", "runs/main")  # doctest: +SKIP
     """
+    from movie_genres.config import MODEL_DEFAULTS, make_config
     from movie_genres.data.dataset import resolve_data_dir
+    from movie_genres.models.registry import check_model_name
+    from movie_genres.training.parallel import TrainingFailed, available_cores, default_jobs, train_parallel
 
+    models = [check_model_name(m) for m in models]
+    jobs = default_jobs() if jobs is None else int(jobs)
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
+    jobs = min(jobs, len(models))
+    if jobs > 1:
+        overrides = {**overrides, "threads": overrides.get("threads") or max(1, available_cores() // jobs)}
+    for name in models:  # a bad setting fails here, before any worker starts
+        make_config(model=name, **{**MODEL_DEFAULTS.get(name, {}), **overrides})
     data_dir = resolve_data_dir(data)
     root = new_run_dir(out)
-    runs, job = [], {}
     started = time.perf_counter()
-    for name in models:
-        log.info("=== training %s", name)
+    job, failed = {}, {}
+    if jobs == 1:
+        for name in models:
+            log.info("=== training %s", name)
+            t0 = time.perf_counter()
+            train(name, data_dir, root / name, epochs=epochs, reuse=reuse, reuse_members=True, **overrides)
+            job[name] = {"seconds": round(time.perf_counter() - t0, 1)}
+            log.info("=== %s: %.0fs", name, job[name]["seconds"])
+    else:
+        log.info("=== training %d models, %d at a time with %d thread(s) each", len(models), jobs, overrides["threads"])
+        kwargs = {n: dict(data=data_dir, out=root / n, epochs=epochs, reuse=reuse, reuse_members=True, **overrides) for n in models}
+        done, failed = train_parallel(models, kwargs, root / "logs", jobs, overrides["threads"])
+        for name, (_, seconds) in done.items():
+            job[name] = {"seconds": round(seconds, 1)}
+    runs = [root / n for n in models if n in job]
+    for run in runs:
+        job[run.name]["reused"] = "reused" in read_json(run / "metrics.json")
+        log.info("=== %s: %.0fs%s, validation micro-F1 %.3f", run.name, job[run.name]["seconds"],
+                 " (reused from the run cache)" if job[run.name]["reused"] else "",
+                 read_json(run / "metrics.json")["tuned"]["micro_f1"])
+    if runs:
+        scores = {r.name: read_json(r / "metrics.json")["tuned"]["micro_f1"] for r in runs}
+        best = max(scores, key=scores.get)
+        write_json(root / "best.json", {"run": best, "chosen_by": "validation micro-F1 (tuned thresholds)", "validation_micro_f1": scores})
         t0 = time.perf_counter()
-        runs.append(train(name, data_dir, root / name, epochs=epochs, reuse=reuse, reuse_members=True, **overrides))
-        job[name] = {"seconds": round(time.perf_counter() - t0, 1), "reused": "reused" in read_json(runs[-1] / "metrics.json")}
-        log.info("=== %s: %.0fs%s", name, job[name]["seconds"], " (reused from the run cache)" if job[name]["reused"] else "")
-    scores = {r.name: read_json(r / "metrics.json")["tuned"]["micro_f1"] for r in runs}
-    best = max(scores, key=scores.get)
-    write_json(root / "best.json", {"run": best, "chosen_by": "validation micro-F1 (tuned thresholds)", "validation_micro_f1": scores})
-    t0 = time.perf_counter()
-    report(runs, root / "report.html", data=data_dir)
-    job["report"] = {"seconds": round(time.perf_counter() - t0, 1)}
-    write_json(root / "job.json", {"seconds": round(time.perf_counter() - started, 1), "steps": job})
+        report(runs, root / "report.html", data=data_dir)
+        job["report"] = {"seconds": round(time.perf_counter() - t0, 1)}
+    write_json(root / "job.json", {"seconds": round(time.perf_counter() - started, 1), "jobs": jobs,
+                                   "threads": overrides.get("threads", 0), "steps": job, "failed": failed})
+    if failed:
+        raise TrainingFailed(failed, root)
     log.info("=== done in %.0fs; best on validation: %s", time.perf_counter() - started, best)
     return root
 

@@ -19,6 +19,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, help="maximum epochs (early stopping may stop sooner)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     t.add_argument("--retrain", action="store_true", help="train even when the run cache holds the identical finished run")
+    t.add_argument("--jobs", type=int, help="with --model all: models trained at once, each in its own process "
+                   "(default 2 where there are 2 cores; 1 trains them in turn here, with progress bars)")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. augment=false lstm_units=256,128")
 
     e = sub.add_parser("evaluate", help="score a run on every usable film of a dataset")
@@ -52,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from movie_genres.features.posters import PosterError
     from movie_genres.io import OutputError
     from movie_genres.predictor import RunError
+    from movie_genres.training.parallel import TrainingFailed
 
     try:
         if args.verb == "train":
@@ -60,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.resume:
                 run = mg.train(resume=args.resume, data=args.data, epochs=epochs)
             elif args.model == "all":
-                run = mg.train_all(args.data, args.out or "runs/main", epochs, reuse=not args.retrain, **overrides)
+                run = mg.train_all(args.data, args.out or "runs/main", epochs, reuse=not args.retrain, jobs=args.jobs, **overrides)
             else:
                 run = mg.train(args.model, args.data, args.out, epochs, reuse=not args.retrain, **overrides)
             print(run)
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             print(mg.report(args.runs, args.output, args.data))
         elif args.verb == "serve":
             mg.serve(args.run_dir, args.host, args.port)
-    except (ConfigError, DataError, PosterError, OutputError, RunError, ValueError, FileNotFoundError) as exc:
+    except (ConfigError, DataError, PosterError, OutputError, RunError, TrainingFailed, ValueError, FileNotFoundError) as exc:
         print(f"movie-genres {args.verb}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -58,6 +58,7 @@ class Predictor:
 
         import movie_genres.models.heads  # noqa: F401  (registers custom layers)
         import movie_genres.models.losses  # noqa: F401
+        import movie_genres.models.lstm  # noqa: F401  (the BiLSTM's LSTM layer)
         from movie_genres.features.inputs import load_featurizer
 
         run_dir = resolve_run(run_dir)

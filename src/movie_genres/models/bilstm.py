@@ -2,11 +2,14 @@
 
 The original notebook stacks BiLSTM(256) and BiLSTM(128) with recurrent dropout; ``lstm_units=(256, 128)`` and
 ``recurrent_dropout=0.2`` rebuild it. The default is one BiLSTM(128), about 5x faster per epoch (docs/BENCHMARKS.md).
+Its LSTMs are :class:`movie_genres.models.lstm.LSTM`, which runs torch's packed-sequence kernel where it can.
 """
 from __future__ import annotations
 
 import keras
 from keras import layers
+
+from movie_genres.models.lstm import LSTM
 
 
 def build_bilstm(
@@ -26,7 +29,7 @@ def build_bilstm(
     x = layers.Embedding(vocab_size, embedding_dim, mask_zero=True, name="embedding")(overview)
     for i, units in enumerate(lstm_units):
         last = i == len(lstm_units) - 1
-        lstm = layers.LSTM(units, return_sequences=not last, recurrent_dropout=recurrent_dropout, name=f"lstm{i + 1}")
+        lstm = LSTM(units, return_sequences=not last, recurrent_dropout=recurrent_dropout, name=f"lstm{i + 1}")
         x = layers.Bidirectional(lstm, name=f"bilstm{i + 1}")(x)
     x = layers.Dropout(dropout, name="lstm_dropout")(x)
     x = layers.Dense(dense_units, activation="relu", name="dense")(x)

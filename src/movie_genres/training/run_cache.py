@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 NEUTRAL_KEYS = ("verbose", "cache_dir", "workers")
 # Libraries whose version can change a trained model or its features.
 LIBRARIES = ("keras", "torch", "numpy", "scikit-learn", "pillow", "sentence-transformers", "transformers", "tokenizers", "onnxruntime", "efficientnet-lite-pytorch")
-# Modules that only read finished runs (serve, predict, the command line): changing them cannot change a run.
-SERVING = ("service", "predictor.py", "cli.py", "api.py", "__main__.py")
+# Modules that only read finished runs (serve, predict, the command line) or only schedule `train` calls (a run's
+# thread count is in its config): changing them cannot change a run.
+SERVING = ("service", "predictor.py", "cli.py", "api.py", "__main__.py", "training/parallel.py")
 # Files a finished run does not need (they exist to resume an interrupted one).
 RESUME_ONLY = ("checkpoint", "last.keras")
 
@@ -41,9 +42,10 @@ def code_fingerprint() -> str:
     h = hashlib.sha256()
     root = Path(__file__).resolve().parents[1]
     for path in sorted(root.rglob("*.py")):
-        if path.relative_to(root).parts[0] in SERVING:
+        rel = path.relative_to(root)
+        if rel.parts[0] in SERVING or rel.as_posix() in SERVING:
             continue
-        h.update(str(path.relative_to(root)).encode())
+        h.update(str(rel).encode())
         h.update(path.read_bytes())
     for lib in LIBRARIES:
         try:

@@ -361,6 +361,8 @@ def train(model: str = "cnn", data=None, out=None, epochs: int | None = None, re
     else:
         resume_model = None
         if state:
+            import movie_genres.models.heads  # noqa: F401  (register the custom layers a checkpoint may name)
+            import movie_genres.models.lstm  # noqa: F401
             from movie_genres.training.callbacks import restore_optimizer
 
             # Rebuild the compiled model from the config, then restore weights and optimizer state from the checkpoint.
