@@ -3,8 +3,9 @@
 Usage: python benchmarks/predict_latency.py RUN_DIR [--data DIR] [--films N]
 Each film is predicted alone from its poster file and overview (decode, encoders, model, thresholds), as a new
 request would be; the first call (warm-up) is excluded. Each film is predicted twice, in alternating order: through
-the traced single-film graph (what `predict` and the service use) and through the Keras model, so the two rows share
-the machine's conditions (this CPU's speed drifts by tens of percent between minutes).
+the traced single-film graph (what `predict` and the service use), through the Keras model, and through the traced
+graph with the encoders run one after another instead of side by side, so the rows share the machine's conditions
+(this CPU's speed drifts by tens of percent between minutes).
 """
 from __future__ import annotations
 
@@ -30,13 +31,17 @@ def main() -> None:
     ds = load_dataset(args.data)
     rng = np.random.default_rng(0)
     idx = rng.choice(len(ds), size=min(args.films + 1, len(ds)), replace=False)
+    from movie_genres.features.inputs import PretrainedFeatures
+
     graph = pred._single_film_graph()
-    rows = {"traced graph" if graph else "keras (no traced graph)": [], "keras": []}
+    traced = "traced graph" if graph else "keras (no traced graph)"
+    rows = {traced: [], "keras": [], f"{traced}, encoders in turn": []}
     for k, i in enumerate(idx):
         poster_path, overview = ds.poster_paths[i], ds.overviews[i]
         order = list(rows) if k % 2 else list(rows)[::-1]
         for path in order:
             pred._graph = graph if path != "keras" else False
+            PretrainedFeatures.SIDE_BY_SIDE = not path.endswith("in turn")
             t = time.perf_counter()
             poster = open_poster(poster_path) if poster_path else None
             pred.predict_one(poster, overview)

@@ -302,3 +302,30 @@ def test_distilled_word_vectors_start_the_bilstm_embedding(tmp_path):
     for a, b in ((0, 1), (2, 3), (4, 5)):
         others = [j for j in range(6) if j not in (a, b)]
         assert sim[a, b] > sim[a, others].max()
+
+
+def test_a_requests_encoders_run_side_by_side_with_the_same_features(tmp_path, monkeypatch):
+    # Few films (a request) run the three encoders in threads; many films run them in turn through the cache.
+    import threading
+
+    from movie_genres.features import inputs
+
+    feats = inputs.PretrainedFeatures("minilm", ("effnet-lite0", "nsfw-resnet50"), cache_dir=str(tmp_path))
+    posters = [POSTERS[0], None, POSTERS[2], POSTERS[3]]
+    overviews = [TEXTS[0], TEXTS[1], "", TEXTS[3]]
+    threads = set()
+    for name in ("minilm", "effnet-lite0", "nsfw-resnet50"):
+        enc = get_encoder(name)
+        monkeypatch.setattr(enc, "_encode", lambda items, f=enc._encode: threads.add(threading.current_thread().name) or f(items))
+    few, ok, problems = feats.transform(posters, overviews, progress=False)
+    assert any(t.startswith("movie-genres-encoder") for t in threads)
+    threads.clear()
+    monkeypatch.setattr(inputs.PretrainedFeatures, "CACHE_FROM", 1)  # the same films, the training path
+    many, ok2, problems2 = feats.transform(posters, overviews, progress=False)
+    assert threads == {threading.main_thread().name}
+    assert ok.tolist() == ok2.tolist() == [True, True, True, True] and problems == problems2
+    assert few.keys() == many.keys()
+    for k in few:
+        np.testing.assert_allclose(few[k], many[k], atol=1e-5, err_msg=k)
+    assert few["has_poster"][:, 0].tolist() == [1, 0, 1, 1] and few["has_overview"][:, 0].tolist() == [1, 1, 0, 1]
+    assert not few["image_features"][1].any() and not few["text_features"][2].any()
