@@ -180,4 +180,6 @@ def train_parallel(names: list[str], kwargs: dict, log_dir: Path, jobs: int, thr
             for fut in running:
                 fut.cancel()
             raise
+    for name in pending:  # defensive: every model is accounted for
+        failed[name] = "not started"
     return done, failed
