@@ -64,13 +64,14 @@ def train_all(data=None, out="runs/main", epochs: int | None = None, models=ALL_
         for name, (_, seconds) in done.items():
             job[name] = {"seconds": round(seconds, 1)}
     runs = [root / n for n in models if n in job]
+    scores = {}
     for run in runs:
-        job[run.name]["reused"] = "reused" in read_json(run / "metrics.json")
+        metrics = read_json(run / "metrics.json")
+        job[run.name]["reused"] = "reused" in metrics
+        scores[run.name] = metrics["tuned"]["micro_f1"]
         log.info("=== %s: %.0fs%s, validation micro-F1 %.3f", run.name, job[run.name]["seconds"],
-                 " (reused from the run cache)" if job[run.name]["reused"] else "",
-                 read_json(run / "metrics.json")["tuned"]["micro_f1"])
+                 " (reused from the run cache)" if job[run.name]["reused"] else "", scores[run.name])
     if runs:
-        scores = {r.name: read_json(r / "metrics.json")["tuned"]["micro_f1"] for r in runs}
         best = max(scores, key=scores.get)
         write_json(root / "best.json", {"run": best, "chosen_by": "validation micro-F1 (tuned thresholds)", "validation_micro_f1": scores})
         t0 = time.perf_counter()

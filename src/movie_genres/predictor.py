@@ -56,10 +56,10 @@ class Predictor:
     def load(cls, run_dir: str | Path) -> "Predictor":
         import keras
 
-        import movie_genres.models.heads  # noqa: F401  (registers custom layers)
-        import movie_genres.models.losses  # noqa: F401
-        import movie_genres.models.lstm  # noqa: F401  (the BiLSTM's LSTM layer)
         from movie_genres.features.inputs import load_featurizer
+        from movie_genres.models.registry import register_layers
+
+        register_layers()
 
         run_dir = resolve_run(run_dir)
         model = keras.saving.load_model(run_dir / "model.keras", compile=False)

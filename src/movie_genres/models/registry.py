@@ -20,6 +20,13 @@ def check_model_name(name: str) -> str:
     return name
 
 
+def register_layers() -> None:
+    """Register the package's own Keras objects (layers, losses), so saved models that name them load anywhere."""
+    import movie_genres.models.heads  # noqa: F401
+    import movie_genres.models.losses  # noqa: F401
+    import movie_genres.models.lstm  # noqa: F401
+
+
 def make_featurizer(cfg: Config):
     if cfg.model == "cnn":
         return PosterPixels(cfg.image_size, cfg.cache_dir, cfg.workers)

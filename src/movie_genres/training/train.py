@@ -361,9 +361,10 @@ def train(model: str = "cnn", data=None, out=None, epochs: int | None = None, re
     else:
         resume_model = None
         if state:
-            import movie_genres.models.heads  # noqa: F401  (register the custom layers a checkpoint may name)
-            import movie_genres.models.lstm  # noqa: F401
+            from movie_genres.models.registry import register_layers
             from movie_genres.training.callbacks import restore_optimizer
+
+            register_layers()  # the checkpoint may name the package's own layers
 
             # Rebuild the compiled model from the config, then restore weights and optimizer state from the checkpoint.
             trained = np.array(read_json(run_dir / "genres.json")["trained"], dtype=bool)
