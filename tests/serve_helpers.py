@@ -14,9 +14,10 @@ import struct
 import sys
 import threading
 import time
+import types
 import zlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 try:
@@ -38,6 +39,7 @@ class FakePredictor:
 
     The same poster pixels and overview always give the same answer; different inputs give different answers.
     ``fail=True`` makes every call raise (a model failure); ``calls`` counts predict_one calls; ``seen`` keeps the last 8 inputs.
+    The service's warm-up is one predict_one call: ``reset()`` forgets it.
     """
 
     def __init__(self, modalities: tuple[str, ...] = ("poster", "overview"), model_name: str = "fake",
@@ -50,6 +52,12 @@ class FakePredictor:
         self.answer = answer  # if set, returned as is (to test bad predictor output)
         self.calls = 0
         self.seen: collections.deque[tuple[Image.Image | None, str | None]] = collections.deque(maxlen=8)  # last inputs
+        self.featurizer = types.SimpleNamespace(write_cache=True)  # the service turns the feature cache off
+
+    def reset(self) -> None:
+        """Forget the calls so far (the service's warm-up film among them)."""
+        self.calls = 0
+        self.seen.clear()
 
     def _probabilities(self, poster: Image.Image | None, overview: str | None) -> dict[str, float]:
         digest = hashlib.sha256()
@@ -139,18 +147,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_ready(get: Callable[[str], Any], timeout: float = 60.0) -> dict:
+    """Poll ``get("/health")`` (a TestClient's or an httpx client's ``get``) until the service is warmed up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = get("/health")
+        body = r.json()
+        if r.status_code == 200 and body["status"] == "ok":
+            return body
+        if body.get("status") != "loading" or time.monotonic() > deadline:
+            raise AssertionError(f"the service did not get ready: {r.status_code} {body}")
+        time.sleep(0.01)
+
+
 @contextlib.contextmanager
 def running_server(app: Any, host: str = "127.0.0.1", port: int | None = None,
-                   startup_timeout: float = 30.0) -> Iterator[str]:
+                   startup_timeout: float = 30.0, ready: bool = True) -> Iterator[str]:
     """Serve ``app`` with uvicorn in a background thread; yields the base URL and stops the server afterwards.
 
     Works with any ASGI app: ``running_server(create_app(FakePredictor()))`` or, with a trained run folder,
-    ``running_server(create_app(Predictor.load(run_dir)))``.
+    ``running_server(create_app(Predictor.load(run_dir)))``. With ``ready``, waits until /health says "ok".
     """
+    import httpx
     import uvicorn
 
     port = port or free_port()
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
@@ -159,8 +181,11 @@ def running_server(app: Any, host: str = "127.0.0.1", port: int | None = None,
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError(f"uvicorn did not start on {host}:{port}")
         time.sleep(0.05)
+    url = f"http://{host}:{port}"
     try:
-        yield f"http://{host}:{port}"
+        if ready:
+            wait_ready(lambda path: httpx.get(url + path, timeout=startup_timeout), startup_timeout)
+        yield url
     finally:
         server.should_exit = True
         thread.join(timeout=10)

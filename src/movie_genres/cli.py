@@ -39,9 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--data", help="dataset folder for the sample-predictions section")
 
     s = sub.add_parser("serve", help="prediction API and web page")
-    s.add_argument("run_dir")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("run_dir", help="a run folder, or a folder of runs (its best.json names the run)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    s.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    from movie_genres.service.limits import add_options
+
+    add_options(s)
     return p
 
 
@@ -75,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.verb == "report":
             print(mg.report(args.runs, args.output, args.data))
         elif args.verb == "serve":
-            mg.serve(args.run_dir, args.host, args.port)
+            from movie_genres.service.limits import options
+
+            log_level = "warning" if args.quiet else "info"
+            mg.serve(args.run_dir, args.host, args.port, log_level=log_level, **options(args))
     except (ConfigError, DataError, PosterError, OutputError, RunError, TrainingFailed, ValueError, FileNotFoundError) as exc:
         print(f"movie-genres {args.verb}: error: {exc}", file=sys.stderr)
         return 2

@@ -1,17 +1,18 @@
-"""FastAPI service and web page: ``create_app(predictor)`` for tests and embedding, ``serve(run_dir)`` to run it.
+"""FastAPI service and web page: ``create_app(predictor, **limits)`` to embed or test, ``serve(run_dir)`` to run it.
 
-Names are loaded lazily so that ``python -m movie_genres.service.app`` runs the module once, cleanly.
+Names are loaded lazily, so that ``movie_genres.service.limits`` (the CLI's options) imports without FastAPI.
 """
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ApiError", "Limits", "create_app", "decode_poster", "serve"]
+_WHERE = {"ApiError": "multipart", "Limits": "limits", "create_app": "app", "decode_poster": "routes", "serve": "app"}
+__all__ = list(_WHERE)
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from movie_genres.service import app
+    if name in _WHERE:
+        import importlib
 
-        return getattr(app, name)
+        return getattr(importlib.import_module(f"movie_genres.service.{_WHERE[name]}"), name)
     raise AttributeError(f"module 'movie_genres.service' has no attribute {name!r}")

@@ -23,12 +23,22 @@
   let previewUrl = null;
 
   // ------------------------------------------------------------------ model badge and limits
+  // /health is 503 while the model warms up ("loading") or if its warm-up failed ("error"): ask again until it is up.
   async function loadHealth() {
     const badge = $("model-badge");
     try {
       const r = await fetch("/health", { cache: "no-store" });
-      if (!r.ok) throw new Error("HTTP " + r.status);
-      const h = await r.json();
+      const h = r.status === 200 || r.status === 503 ? await r.json() : null;
+      if (r.status === 503 && h && (h.status === "loading" || h.status === "error")) {
+        const warming = h.status === "loading";
+        badge.textContent = `${h.model} ${h.version} · ${warming ? "warming up\u2026" : "not ready"}`;
+        badge.title = h.detail || "";
+        badge.dataset.state = warming ? "warming" : "down";
+        setTimeout(loadHealth, warming ? 1000 : 5000);
+        return;
+      }
+      if (!r.ok || !h) throw new Error("HTTP " + r.status);
+      badge.title = "";
       limits = Object.assign(limits, h.limits || {});
       modalities = h.modalities || modalities;
       badge.textContent = "";
