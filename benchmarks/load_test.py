@@ -4,8 +4,8 @@
     python benchmarks/load_test.py --fake                 # HTTP layer only (tests/serve_helpers.FakePredictor)
     python benchmarks/load_test.py --url http://127.0.0.1:8000 --pid 1234   # a server that is already running
 
-It starts ``python -m movie_genres.service.app RUN_DIR --port P`` (or ``python -m movie_genres serve RUN_DIR --port P``,
-the ``movie-genres serve`` command, with ``--launcher cli``), waits for /health, sends a bounded number of requests (a mix of poster+overview, poster-only and
+It starts ``python -m movie_genres -q serve RUN_DIR --port P`` (the ``movie-genres serve`` command), waits for /health
+to say the model has warmed up, sends a bounded number of requests (a mix of poster+overview, poster-only and
 overview-only; the kinds the model cannot read are left out; ``--include-bad`` adds truncated posters that must be
 refused with 422) from ``--concurrency`` threads, stops dispatching after
 ``--max-seconds``, and prints a markdown table: throughput, p50/p99 latency, errors, and the server's resident memory
@@ -93,11 +93,8 @@ def free_port() -> int:
 def start_server(args: argparse.Namespace, port: int) -> subprocess.Popen:
     if args.fake:
         cmd = [sys.executable, str(ROOT / "tests" / "serve_helpers.py"), "--port", str(port)]
-    elif args.launcher == "cli":
-        cmd = [sys.executable, "-m", "movie_genres", "serve", args.run_dir, "--port", str(port)]  # = movie-genres serve
     else:
-        cmd = [sys.executable, "-m", "movie_genres.service.app", args.run_dir, "--port", str(port),
-               "--log-level", "warning"]
+        cmd = [sys.executable, "-m", "movie_genres", "-q", "serve", args.run_dir, "--port", str(port)]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
     log = open(args.server_log, "wb") if args.server_log else subprocess.DEVNULL
@@ -307,8 +304,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--include-bad", action="store_true",
                         help="also send truncated posters (expects 422) to show bad input costs no memory")
     parser.add_argument("--fake", action="store_true", help="serve the tests' FakePredictor (HTTP layer only)")
-    parser.add_argument("--launcher", choices=["module", "cli"], default="module",
-                        help="module: python -m movie_genres.service.app; cli: python -m movie_genres serve (default: module)")
     parser.add_argument("--url", help="target a running server on this machine instead of starting one")
     parser.add_argument("--pid", type=int, help="with --url: the server's process id, for its memory")
     parser.add_argument("--startup-timeout", type=float, default=180, help="seconds to wait for /health")

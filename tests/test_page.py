@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -183,6 +184,29 @@ def test_page_shows_server_refusals(browser: Any, fake_server: str, tmp_path: Pa
         assert len(read_bars(page)) == 25
     finally:
         page.close()
+
+
+def test_page_waits_for_the_model_to_warm_up(browser: Any) -> None:
+    gate = threading.Event()
+
+    class Warming(FakePredictor):
+        def predict_one(self, poster=None, overview=None):
+            if self.calls == 0:  # the service's warm-up film
+                assert gate.wait(30)
+            return super().predict_one(poster, overview)
+
+    with running_server(create_app(Warming()), ready=False) as url:
+        page = browser.new_page()
+        try:
+            page.goto(url + "/")
+            page.wait_for_selector("#model-badge[data-state=warming]", timeout=15_000)
+            assert "warming up" in page.text_content("#model-badge")
+            gate.set()
+            page.wait_for_selector("#model-badge[data-state=up]", timeout=15_000)
+            assert "reads poster + overview" in page.text_content("#model-badge")
+        finally:
+            gate.set()
+            page.close()
 
 
 def test_docs_page_works_offline(browser: Any, fake_server: str, tmp_path: Path) -> None:
