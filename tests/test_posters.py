@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from conftest import synthetic_rows, write_dataset
 from movie_genres.features import inputs
 from movie_genres.features.encoders import get_encoder
 from movie_genres.features.inputs import FeaturizerError, PosterPixels, PretrainedFeatures, load_featurizer
 from movie_genres.features.posters import PosterError, decode_posters, open_poster
-
-from conftest import synthetic_rows, write_dataset
 
 IMAGE_ENCODERS = ("effnet-lite0", "nsfw-resnet50")
 

@@ -1,5 +1,5 @@
 """What every encoder shares: the :class:`Encoder` interface, poster input handling, threads, ONNX export and the
-onnxruntime session, and the version tags (package version + weight-file fingerprint)."""
+onnxruntime session, a cross-process file lock, and the version tags (package version + weight-file fingerprint)."""
 from __future__ import annotations
 
 import contextlib
@@ -76,6 +76,23 @@ def export_onnx(module, example: tuple, input_names: list[str], dynamic_axes: di
         torch.onnx.export(module, example, buf, dynamo=False, input_names=input_names, output_names=["features"],
                           dynamic_axes={**dynamic_axes, "features": {0: "batch"}}, opset_version=17)
     return buf.getvalue()
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_path`` across processes (a no-op where ``fcntl`` is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def pkg_version(dist: str) -> str:

@@ -7,7 +7,6 @@ checksum-failing file is logged and rebuilt, never trusted.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -15,11 +14,11 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from movie_genres.features.encoders.base import Encoder, poster_image
+from movie_genres.features.encoders.base import Encoder, exclusive, poster_image
 from movie_genres.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -121,29 +120,12 @@ def _save_cache(encoder: Encoder, cache_dir: str | os.PathLike, keys: np.ndarray
     return atomic_write(cache_path(encoder, cache_dir), write)
 
 
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``lock_path`` across processes (a no-op where ``fcntl`` is missing)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _merge_and_save(encoder: Encoder, cache_dir, new: dict[str, np.ndarray]) -> None:
     """Re-read the file, add ``new``, write atomically; locked, so rows that another process (a parallel
     `train --model all` worker) adds at the same time are kept too."""
     if not new:
         return
-    with _exclusive(cache_path(encoder, cache_dir).with_suffix(".lock")):
+    with exclusive(cache_path(encoder, cache_dir).with_suffix(".lock")):
         keys, feats = load_cache(encoder, cache_dir, warn=False)  # a bad file was reported when first read
         have = set(keys.tolist())
         add = [k for k in new if k not in have]
