@@ -105,6 +105,17 @@ def test_formats_and_pixel_limit_can_be_narrowed(posters):
     assert exc.value.reason == "poster too large"
 
 
+def test_feature_cache_keys_of_poster_files(posters):
+    """A file's key is its bytes' hash (so caches written before stay valid), tagged where EXIF turns the poster
+    (features cached from its sideways decode are not reused); bytes and path give the same key."""
+    from movie_genres.features.encoders import content_key
+
+    for kind, path in posters.items():
+        data = path.read_bytes()
+        assert content_key(path) == content_key(str(path), "poster") == content_key(data)
+        assert (content_key(path) == hashlib.sha256(data).hexdigest()) is (kind != "exif-rotated")
+
+
 # ------------------------------------------------------------------------------------------------ featurizer parity
 def _same_inputs(a: dict, b: dict, what: str) -> None:
     assert a.keys() == b.keys(), what

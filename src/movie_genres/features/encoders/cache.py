@@ -31,7 +31,8 @@ def content_key(item: Any, modality: str | None = None) -> str:
     """sha256 hex of an item's content.
 
     * text (``str`` with ``modality`` None or "overview"): its UTF-8 bytes;
-    * poster file (``Path``, or ``str`` with ``modality="poster"``) or poster bytes: the file's bytes;
+    * poster file (``Path``, or ``str`` with ``modality="poster"``) or poster bytes: the file's bytes (plus a tag
+      when its EXIF orientation turns it: such posters are decoded upright, and were not before that tag);
     * PIL image / uint8 array: ``b"<W>x<H>:"`` + the RGB bytes of the decoded poster (``posters.open_poster``).
 
     A poster given as a path and the same poster given as a decoded image get different keys (file bytes vs pixels).
@@ -39,12 +40,11 @@ def content_key(item: Any, modality: str | None = None) -> str:
     h = hashlib.sha256()
     if isinstance(item, str) and modality != "poster":
         h.update(item.encode("utf-8"))
-    elif isinstance(item, (str, os.PathLike)):
-        with open(item, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    elif isinstance(item, (bytes, bytearray, memoryview)):
-        h.update(item)
+    elif isinstance(item, (str, os.PathLike, bytes, bytearray, memoryview)):
+        data = Path(item).read_bytes() if isinstance(item, (str, os.PathLike)) else bytes(item)
+        h.update(data)
+        if _turned_by_exif(data):
+            h.update(b"\0exif-upright")
     else:
         from PIL import Image
 
@@ -54,6 +54,21 @@ def content_key(item: Any, modality: str | None = None) -> str:
         h.update(f"{im.width}x{im.height}:".encode())
         h.update(im.tobytes())
     return h.hexdigest()
+
+
+def _turned_by_exif(data: bytes) -> bool:
+    """Whether a poster file's EXIF orientation makes open_poster turn it (cheap: most files carry no EXIF)."""
+    if not any(marker in data for marker in (b"Exif", b"eXIf", b"EXIF")):
+        return False
+    import io
+
+    from PIL import ExifTags, Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.getexif().get(ExifTags.Base.Orientation, 1) != 1
+    except Exception:  # noqa: BLE001 - not decodable: such a poster never reaches an encoder
+        return False
 
 
 def _safe(s: str) -> str:
