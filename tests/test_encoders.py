@@ -14,6 +14,7 @@ from PIL import Image
 
 from movie_genres.features import encoders as E
 from movie_genres.features.encoders import Encoder, cache_path, cached_features, content_key, get_encoder
+from movie_genres.features.encoders import cache as encoder_cache
 
 TEXTS = [
     "A retired hitman is pulled back in for one last job.",
@@ -90,6 +91,40 @@ def test_nsfw_pooled_output_still_matches_package_classifier():
     np.testing.assert_allclose(ours[0][:, 1], Classifier().score_array(batch), atol=1e-6)
 
 
+def test_nsfw_graph_gains_only_the_pooled_output_and_its_head_reads_that_tensor():
+    """onnx.helper adds the pooled tensor to the outputs of an otherwise identical, valid graph; the package's own
+    2-way head (MatMul + Add + softmax) applied to our features gives the package's scores."""
+    import onnx
+    from onnx import numpy_helper
+
+    from movie_genres.features.encoders.open_nsfw import with_extra_output
+
+    enc = get_encoder("nsfw-resnet50").load()
+    raw = enc.model_path.read_bytes()
+    original, edited = onnx.load_from_string(raw), onnx.load_from_string(with_extra_output(raw, enc.POOLED, enc.dim))
+    onnx.checker.check_model(edited)
+    assert [o.name for o in edited.graph.output] == [o.name for o in original.graph.output] + [enc.POOLED]
+    assert edited.graph.node == original.graph.node and edited.graph.initializer == original.graph.initializer
+    added = edited.graph.output[-1].type.tensor_type
+    assert added.elem_type == onnx.TensorProto.FLOAT
+    assert [d.dim_param or d.dim_value for d in added.shape.dim] == ["batch", 1024]
+    assert with_extra_output(with_extra_output(raw, enc.POOLED, enc.dim), enc.POOLED, enc.dim) == with_extra_output(raw, enc.POOLED, enc.dim)
+    with pytest.raises(ValueError, match="no tensor"):
+        with_extra_output(raw, "/not_a_tensor", 3)
+
+    nodes = list(original.graph.node)
+    after = nodes[next(i for i, n in enumerate(nodes) if enc.POOLED in n.output):]
+    weights = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in original.graph.initializer}
+    w = weights[next(n for n in after if n.op_type == "MatMul").input[1]]
+    b = weights[next(n for n in after if n.op_type == "Add").input[1]]
+    logits = enc.encode(POSTERS[:3]).astype(np.float64) @ w + b
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    batch = np.stack([enc.preprocess(p) for p in POSTERS[:3]])
+    (scores,) = enc.session.run([original.graph.output[0].name], {enc.input_name: batch})
+    np.testing.assert_allclose(probs, scores, atol=1e-4)
+
+
 def test_onnxruntime_minilm_gives_sentence_transformers_embeddings():
     """MiniLM runs exported to onnxruntime: the embeddings must stay those of the bundled sentence-transformers model."""
     from sentence_transformers import SentenceTransformer
@@ -106,13 +141,15 @@ def test_onnxruntime_efficientnet_gives_the_torch_networks_features():
     import torch
     from efficientnet_lite_pytorch import EfficientNet
 
+    from movie_genres.features.encoders.efficientnet_lite import pooled_features
+
     enc = get_encoder("effnet-lite0").load()
     w, h = enc.input_size
     net = EfficientNet.from_name("efficientnet-lite0", image_size=[h, w])
     net.load_state_dict(torch.load(enc._weights_path(), map_location="cpu", weights_only=True))
     batch = np.stack([enc.preprocess(p.convert("RGB")) for p in POSTERS[:3]])
     with torch.no_grad():
-        expected = E._PooledFeatures(net.eval())(torch.from_numpy(batch)).numpy()
+        expected = pooled_features(net.eval())(torch.from_numpy(batch)).numpy()
     np.testing.assert_allclose(enc.encode(POSTERS[:3]), expected, atol=1e-4, rtol=0)
 
 
@@ -270,7 +307,7 @@ def test_new_version_uses_a_new_file(tmp_path):
 
 
 def test_interrupted_run_keeps_flushed_progress(tmp_path, monkeypatch):
-    monkeypatch.setattr(E, "FLUSH_SECONDS", -1.0)  # flush after every batch
+    monkeypatch.setattr(encoder_cache, "FLUSH_SECONDS", -1.0)  # flush after every batch
 
     class Boom(FakeEncoder):
         def _encode(self, items):

