@@ -522,6 +522,7 @@ class OpenNSFWEncoder(_PosterEncoder):
 # ---------------------------------------------------------------------------------------------------------- registry
 ENCODERS: dict[str, Callable[[], Encoder]] = {
     "minilm": MiniLMEncoder,
+    "mpnet": lambda: __import__("movie_genres.features.mpnet", fromlist=["MPNetEncoder"]).MPNetEncoder(),  # features/mpnet.py
     "effnet-lite0": lambda: EfficientNetLiteEncoder(0, "full"),
     "effnet-lite0-160": lambda: EfficientNetLiteEncoder(0, "full", size=160),  # 160x320: half the work of 224x448
     "nsfw-resnet50": OpenNSFWEncoder,
