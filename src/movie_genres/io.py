@@ -99,3 +99,8 @@ def new_run_dir(path: str | os.PathLike) -> Path:
         probe.write_text("ok")
         probe.unlink()
     return candidate
+
+
+def default_cache_dir(cache_dir: str = "") -> Path:
+    """The cache folder: ``cache_dir`` if given, else ``$MOVIE_GENRES_CACHE``, else ``~/.cache/movie-genres``."""
+    return Path(cache_dir or os.environ.get("MOVIE_GENRES_CACHE") or "~/.cache/movie-genres").expanduser()

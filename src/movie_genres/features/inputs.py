@@ -26,15 +26,11 @@ import numpy as np
 
 from movie_genres.features.posters import PosterError, decode_posters, open_poster
 from movie_genres.features.vectorizer import OverviewVectorizer
-from movie_genres.io import read_json, write_json
+from movie_genres.io import default_cache_dir, read_json, write_json
 
 
 class FeaturizerError(ValueError):
     """A run's featurizer.json cannot be used with what is installed (e.g. another encoder version)."""
-
-
-def default_cache_dir(cache_dir: str = "") -> Path:
-    return Path(cache_dir or os.environ.get("MOVIE_GENRES_CACHE") or "~/.cache/movie-genres").expanduser()
 
 
 def _poster_pixels(posters: list, size: int, cache_dir: Path | None, workers: int, progress: bool, write_cache: bool = True):

@@ -25,7 +25,7 @@ def distilled_embeddings(words: list[str], dim: int, encoder: str = "minilm", ca
     from sklearn.decomposition import PCA
 
     from movie_genres.features.encoders import cached_features, get_encoder
-    from movie_genres.features.inputs import default_cache_dir
+    from movie_genres.io import default_cache_dir
 
     n = len(words)
     out = np.zeros((n, dim), dtype=np.float32)

@@ -1,7 +1,7 @@
 """Frozen pretrained feature extractors (all CPU, weights bundled in pip packages, nothing is downloaded) and the
 name -> encoder registry.
 
-One file per encoder family: ``minilm`` (text), ``efficientnet_lite`` and ``open_nsfw`` (posters); ``base`` holds the
+One file per encoder family: ``minilm`` and ``mpnet`` (text), ``efficientnet_lite`` and ``open_nsfw`` (posters); ``base`` holds the
 :class:`Encoder` interface and the ONNX / onnxruntime helpers, ``cache`` the on-disk feature cache. A new family is a
 new module with an :class:`Encoder` subclass, imported and named in ``ENCODERS`` below.
 
@@ -22,12 +22,14 @@ from movie_genres.features.encoders.base import Encoder, PosterEncoder, default_
 from movie_genres.features.encoders.cache import cache_path, cached_features, content_key, load_cache
 from movie_genres.features.encoders.efficientnet_lite import EfficientNetLiteEncoder
 from movie_genres.features.encoders.minilm import MiniLMEncoder
+from movie_genres.features.encoders.mpnet import MPNetEncoder
 from movie_genres.features.encoders.open_nsfw import OpenNSFWEncoder
 
 __all__ = [
     "Encoder",
     "PosterEncoder",
     "MiniLMEncoder",
+    "MPNetEncoder",
     "EfficientNetLiteEncoder",
     "OpenNSFWEncoder",
     "ENCODERS",
@@ -42,6 +44,7 @@ __all__ = [
 
 ENCODERS: dict[str, Callable[[], Encoder]] = {
     "minilm": MiniLMEncoder,
+    "mpnet": MPNetEncoder,
     "effnet-lite0": lambda: EfficientNetLiteEncoder(0, "full"),
     "effnet-lite0-160": lambda: EfficientNetLiteEncoder(0, "full", size=160),  # 160x320: half the work of 224x448
     "nsfw-resnet50": OpenNSFWEncoder,
