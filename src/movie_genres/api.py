@@ -129,15 +129,15 @@ def predict(run_dir, poster=None, overview: str | None = None) -> dict:
             image = open_poster(poster)
         except PosterError as exc:
             problem = exc
-        except Image.DecompressionBombError as exc:
+        except Image.DecompressionBombError as exc:  # over Pillow's pixel limit: as unusable as any broken poster
             problem = PosterError("poster too large", str(exc))
     if problem is not None and not (overview or "").strip():
         raise problem
     pred = Predictor.load(run_dir)
     if problem is not None:
         if "overview" not in pred.modalities:
-            detail = str(problem).split(": ", 1)[-1]
-            raise PosterError(problem.reason, f"{detail} ({poster}); model '{pred.model_name}' reads only the poster")
+            detail = str(problem).split(": ", 1)[-1] + (f" ({poster})" if isinstance(poster, (str, Path)) else "")
+            raise PosterError(problem.reason, f"{detail}; model '{pred.model_name}' reads only the poster")
         warnings.append(f"the poster was not used ({problem}); the genres come from the overview alone")
     result = pred.predict_one(image, overview)
     if warnings:
@@ -180,17 +180,21 @@ def evaluate(run_dir, data=None, output=None) -> dict:
     y = ds.labels[usable].astype(np.int8)
     m = full_metrics(pred.genres, y, probs, pred.thresholds_, pred.trained, pred.config.get("min_one_genre", True), cross_fit=False)
     missing, notes = _unread_inputs(pred, ds, inputs, usable)
-    skipped, partial = Counter(ds.skipped), Counter()
-    for i, reasons in enumerate(missing):
-        if not usable[i]:
-            skipped[reasons[0] if len(reasons) == 1 else f"no usable input ({', '.join(reasons)})" if reasons else "unusable input"] += 1
-        partial.update(reasons if usable[i] else ())
+    skipped, partial, n_partial = Counter(ds.skipped), Counter(), 0
+    for scored, reasons in zip(usable, missing):
+        if scored:
+            partial.update(reasons)
+            n_partial += bool(reasons)
+        elif len(reasons) == 1:
+            skipped[reasons[0]] += 1
+        else:
+            skipped[f"no usable input ({', '.join(reasons)})" if reasons else "unusable input"] += 1
     dropped = int((~usable).sum())
     out = {
         **m["tuned"],
         "n_films": int(usable.sum()),
         "n_skipped": int(ds.n_skipped + dropped),
-        "n_partial": int(sum(1 for i, r in enumerate(missing) if usable[i] and r)),
+        "n_partial": n_partial,
         "at_0_5": m["at_0_5"],
         "per_genre": m["per_genre"],
         "baselines": m["baselines"],
@@ -211,7 +215,7 @@ def evaluate(run_dir, data=None, output=None) -> dict:
     return out
 
 
-def _unread_inputs(pred, ds, inputs: dict, usable) -> tuple[list[list[str]], "Counter"]:
+def _unread_inputs(pred, ds, inputs: dict, usable) -> tuple[list[list[str]], dict[str, int]]:
     """Per film, why each input the model reads was not used ("poster truncated", "empty overview", ...); and the
     dataset's notes plus the poster conversions (greyscale, CMYK, not JPEG) the decoder made."""
     from collections import Counter
