@@ -1,6 +1,7 @@
 """Every bad-input case of the data loader: a clear error for the whole file, a counted skip for one row."""
 from __future__ import annotations
 
+import csv
 import io
 
 import numpy as np
@@ -59,6 +60,21 @@ def test_bad_rows_are_counted_not_fatal(tmp_path):
     assert any("Western" in p for p in ds.problems)
     strict = load_dataset(root, require=("overview",))
     assert strict.skipped["empty overview"] == 1 and len(strict) == 8
+
+
+def test_missing_fields_are_named(tmp_path):
+    rows = synthetic_rows(6)
+    rows[0]["columns"] = {"Comedy": "", "Drama": " "}  # empty genre cells
+    root = write_dataset(tmp_path / "d", rows)
+    csv_path = root / "IMDB_overview_genres.csv"
+    lines = csv_path.read_text(encoding="utf-8").splitlines(keepends=True)
+    short = next(csv.reader([lines[2]]))[:4]  # a short row: Id, Genre, Action, Adventure
+    lines[2] = ",".join(f'"{v}"' for v in short) + "\n"
+    csv_path.write_text("".join(lines), encoding="utf-8")
+    ds = load_dataset(root)
+    assert ds.skipped == {"missing fields": 2} and len(ds) == 4
+    assert "no value for Comedy, Drama (" in ds.problems[0] and "not 0 or 1" not in ds.problems[0]
+    assert "no value for Animation, Biography," in ds.problems[1] and "Western, Overview (empty" in ds.problems[1]
 
 
 def test_non_utf8_row_is_skipped(tmp_path):

@@ -105,22 +105,143 @@ def report(runs, output="report.html", data=None) -> Path:
 def predict(run_dir, poster=None, overview: str | None = None) -> dict:
     """Genres of one film from a poster file and/or an overview.
 
+    A poster that cannot be used (unreadable, truncated, too large, ...) does not stop a model that also reads the
+    overview: it answers from the overview, and the answer's ``warnings`` say why the poster was left out. A model that
+    reads only posters raises :class:`~movie_genres.features.posters.PosterError`.
+
     Example:
         >>> predict("runs/main", poster="poster.jpg", overview="Two friends rob a bank.")["genres"]  # doctest: +SKIP
     """
-    from movie_genres.features.posters import open_poster
+    from PIL import Image
+
+    from movie_genres.data.text import has_surrogates
+    from movie_genres.features.posters import PosterError, open_poster
     from movie_genres.predictor import Predictor
 
     if poster is None and not (overview or "").strip():
         raise ValueError("give a poster, an overview, or both")
-    image = open_poster(poster) if poster is not None else None
-    return Predictor.load(run_dir).predict_one(image, overview)
+    warnings = []
+    if overview and has_surrogates(overview):
+        warnings.append("the overview held characters that are not text (undecodable bytes); they were read as U+FFFD")
+    image = problem = None
+    if poster is not None:
+        try:
+            image = open_poster(poster)
+        except PosterError as exc:
+            problem = exc
+        except Image.DecompressionBombError as exc:  # over Pillow's pixel limit: as unusable as any broken poster
+            problem = PosterError("poster too large", str(exc))
+    if problem is not None and not (overview or "").strip():
+        raise problem
+    pred = Predictor.load(run_dir)
+    if problem is not None:
+        if "overview" not in pred.modalities:
+            detail = str(problem).split(": ", 1)[-1] + (f" ({poster})" if isinstance(poster, (str, Path)) else "")
+            raise PosterError(problem.reason, f"{detail}; model '{pred.model_name}' reads only the poster")
+        warnings.append(f"the poster was not used ({problem}); the genres come from the overview alone")
+    result = pred.predict_one(image, overview)
+    if warnings:
+        result["warnings"] = warnings + result.get("warnings", [])
+    return result
 
 
 def evaluate(run_dir, data=None, output=None) -> dict:
-    from movie_genres.evaluation.evaluate import evaluate as _evaluate
+    """Score ``run_dir`` on every usable film of ``data`` (for example one it has never seen); JSON to ``output``.
 
-    return _evaluate(run_dir, data, output)
+    ``output`` is checked first, so a path that cannot be written fails before any work. The top-level metrics use
+    the run's tuned thresholds (chosen on its validation split), ``at_0_5`` uses 0.5. Films the model cannot read are
+    not scored: ``n_skipped`` / ``skipped`` count them by reason. Films scored with one of the model's inputs missing
+    or unusable (a fusion model given a broken poster) are counted in ``n_partial`` / ``partial`` by reason, and
+    ``notes`` counts rows with a missing poster or an empty overview and the posters converted to RGB or not JPEG.
+
+    Example:
+        >>> m = evaluate("runs/main", "/data/heldout", "heldout.json")  # doctest: +SKIP
+        >>> m["micro_f1"], m["n_skipped"], m["partial"]  # doctest: +SKIP
+    """
+    from collections import Counter
+
+    import numpy as np
+
+    from movie_genres.data.dataset import load_dataset
+    from movie_genres.evaluation.metrics import full_metrics
+    from movie_genres.io import check_writable
+    from movie_genres.predictor import Predictor
+
+    if output:
+        check_writable(output)
+    pred = Predictor.load(run_dir)
+    ds = load_dataset(data)
+    if ds.genres != pred.genres:
+        raise ValueError(f"dataset genres {ds.genres} differ from the run's {pred.genres}")
+    inputs, usable, problems = pred.transform(ds.poster_paths, ds.overviews, progress=True)
+    if not usable.any():
+        raise ValueError(f"no film in {ds.root} is usable by model '{pred.model_name}' ({dict(problems)})")
+    probs = pred.scores({k: v[usable] for k, v in inputs.items()})
+    y = ds.labels[usable].astype(np.int8)
+    m = full_metrics(pred.genres, y, probs, pred.thresholds_, pred.trained, pred.config.get("min_one_genre", True), cross_fit=False)
+    missing, notes = _unread_inputs(pred, ds, inputs, usable)
+    skipped, partial, n_partial = Counter(ds.skipped), Counter(), 0
+    for scored, reasons in zip(usable, missing):
+        if scored:
+            partial.update(reasons)
+            n_partial += bool(reasons)
+        elif len(reasons) == 1:
+            skipped[reasons[0]] += 1
+        else:
+            skipped[f"no usable input ({', '.join(reasons)})" if reasons else "unusable input"] += 1
+    dropped = int((~usable).sum())
+    out = {
+        **m["tuned"],
+        "n_films": int(usable.sum()),
+        "n_skipped": int(ds.n_skipped + dropped),
+        "n_partial": n_partial,
+        "at_0_5": m["at_0_5"],
+        "per_genre": m["per_genre"],
+        "baselines": m["baselines"],
+        "skipped": dict(skipped),
+        "partial": dict(partial),
+        "notes": dict(notes),
+        "model": pred.model_name,
+        "run": str(pred.run_dir),
+        "data": str(ds.root),
+    }
+    summary = f"{pred.model_name} on {ds.root}: {out['n_films']} films scored"
+    for key, text in (("skipped", "skipped"), ("partial", "scored without an input"), ("notes", "notes")):
+        if out[key]:
+            summary += f"; {text}: " + ", ".join(f"{v} {k}" for k, v in sorted(out[key].items()))
+    (log.warning if dropped or partial else log.info)("%s", summary)
+    if output:
+        write_json(output, out)
+    return out
+
+
+def _unread_inputs(pred, ds, inputs: dict, usable) -> tuple[list[list[str]], dict[str, int]]:
+    """Per film, why each input the model reads was not used ("poster truncated", "empty overview", ...); and the
+    dataset's notes plus the poster conversions (greyscale, CMYK, not JPEG) the decoder made."""
+    from collections import Counter
+
+    from movie_genres.features.posters import PosterError, decode_posters, open_poster
+
+    n = len(ds)
+    has = {m: inputs[f"has_{m}"][:, 0] > 0 if f"has_{m}" in inputs else usable for m in pred.modalities}
+    notes = Counter(ds.notes)
+    if "poster" in pred.modalities:
+        paths = [p for p in ds.poster_paths if p is not None]
+        notes.update(decode_posters(paths, 64, None, pred.config.get("workers", 2), progress=False)[3])
+    missing: list[list[str]] = [[] for _ in range(n)]
+    for i in range(n):
+        if "poster" in has and not has["poster"][i]:
+            path, reason = ds.poster_paths[i], "poster missing"
+            if path is not None:
+                try:
+                    open_poster(path, 64)
+                    reason = "poster unusable"
+                except PosterError as exc:
+                    reason = exc.reason
+            missing[i].append(reason)
+        if "overview" in has and not has["overview"][i]:
+            missing[i].append("empty overview")
+    return missing, notes
 
 
 def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, **limits) -> None:

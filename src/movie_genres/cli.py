@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 
@@ -31,7 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="genres of one film")
     pr.add_argument("run_dir")
     pr.add_argument("--poster", help="poster image file")
-    pr.add_argument("--overview", help="plot summary text")
+    text = pr.add_mutually_exclusive_group()
+    text.add_argument("--overview", help="plot summary text")
+    text.add_argument("--overview-file", metavar="PATH", help="read the overview from a UTF-8 text file ('-': standard input)")
 
     r = sub.add_parser("report", help="one HTML report comparing runs")
     r.add_argument("runs", nargs="+")
@@ -46,6 +49,31 @@ def _parser() -> argparse.ArgumentParser:
 
     add_options(s)
     return p
+
+
+def _overview(args) -> str | None:
+    """The overview given to ``predict``: --overview text, or the bytes of --overview-file / stdin, as UTF-8."""
+    from pathlib import Path
+
+    from movie_genres.data.dataset import DataError
+    from movie_genres.data.text import decode_overview, has_surrogates
+
+    if args.overview_file is None:
+        if args.overview is not None and has_surrogates(args.overview):  # bytes the locale could not decode
+            try:
+                raw = os.fsencode(args.overview)
+            except UnicodeEncodeError:
+                raise DataError("--overview is not valid text; give the overview as UTF-8") from None
+            return decode_overview(raw, "--overview")
+        return args.overview
+    if args.overview_file == "-":
+        return decode_overview(sys.stdin.buffer.read(), "the overview on standard input")
+    path = Path(args.overview_file)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read --overview-file {path}: {exc.strerror or exc}") from None
+    return decode_overview(raw, f"--overview-file {path}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
             m = mg.evaluate(args.run_dir, args.data, args.output)
             print(json.dumps({k: v for k, v in m.items() if k not in ("per_genre", "baselines")}, indent=2))
         elif args.verb == "predict":
-            print(json.dumps(mg.predict(args.run_dir, args.poster, args.overview), indent=2))
+            result = mg.predict(args.run_dir, args.poster, _overview(args))
+            for warning in result.get("warnings", ()):
+                print(f"movie-genres predict: warning: {warning}", file=sys.stderr)
+            print(json.dumps(result, indent=2))
         elif args.verb == "report":
             print(mg.report(args.runs, args.output, args.data))
         elif args.verb == "serve":

@@ -70,6 +70,29 @@ def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def check_writable(path: str | os.PathLike) -> Path:
+    """Raise :class:`OutputError` now if ``path`` could not be written later, so a long job fails before its work.
+
+    Writes and removes a probe file in the nearest existing folder (missing parents are made when the file is written).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder; give a file name")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputError(f"cannot write {path}: {folder} is a file where a folder is needed")
+    try:
+        with _clear_errors(path):
+            fd, probe = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".probe", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
+
+
 def _json_default(obj: Any) -> Any:
     import numpy as np
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from movie_genres import __version__
+from movie_genres.data.text import clean_overview
 from movie_genres.evaluation.metrics import decide
 from movie_genres.io import read_json
 
@@ -74,7 +75,8 @@ class Predictor:
     # -- scores
     def transform(self, posters: list, overviews: list, progress: bool = False):
         """Raw films -> (model inputs, usable mask, problem counts)."""
-        inputs, usable, problems = self.featurizer.transform(list(posters), list(overviews), progress=progress)
+        overviews = [clean_overview(o) for o in overviews]  # lone surrogates would crash the tokenizers
+        inputs, usable, problems = self.featurizer.transform(list(posters), overviews, progress=progress)
         if "poster" in inputs:
             inputs["poster"] = inputs["poster"].astype(np.float32) / 255.0
         return inputs, usable, problems
@@ -130,6 +132,7 @@ class Predictor:
                 u.append("overview")
             used.append(u)
         inputs, usable, problems = self.transform(posters, [o or "" for o in overviews])
+        poster_ok = inputs["has_poster"][:, 0] > 0 if "has_poster" in inputs else usable
         results = []
         probs = np.full((len(films), len(self.genres)), np.nan)
         if usable.any():
@@ -148,6 +151,9 @@ class Predictor:
                     "version": self.version,
                 }
             )
+            if "poster" in used[i] and not poster_ok[i]:  # a fusion model answered from the overview alone
+                results[-1]["inputs_used"].remove("poster")
+                results[-1]["warnings"] = ["the poster could not be used; the genres come from the overview alone"]
         return results
 
     def predict_one(self, poster=None, overview: str | None = None) -> dict:

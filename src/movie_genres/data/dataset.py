@@ -1,7 +1,7 @@
 """Load a Multimodal-IMDB style folder: ``IMDB_overview_genres.csv`` + ``Images/<Id>.jpg``.
 
 Problems with the whole file (missing folder, missing columns) raise :class:`DataError` with a message that says what
-is expected. Problems with single rows (bad labels, duplicate Ids, non-UTF-8 text, empty overviews, missing posters)
+is expected. Problems with single rows (bad labels, missing fields, duplicate Ids, non-UTF-8 text, empty overviews, missing posters)
 are counted in ``Dataset.skipped`` and the row is dropped, or only its broken modality is, so training never crashes
 mid-epoch on one bad film. Poster *content* (unreadable, truncated, greyscale, CMYK, not JPEG) is checked when posters
 are decoded (features/posters.py), which adds its own counts.
@@ -172,6 +172,8 @@ def load_dataset(data_dir: str | Path | None = None, require: tuple[str, ...] = 
     onehot = df[GENRES].apply(lambda c: c.str.strip())
     valid01 = onehot.isin(["0", "1"])
     labels = np.where(valid01.to_numpy(), onehot.to_numpy() == "1", False).astype(np.float32)
+    fields = ["Genre", *GENRES, "Overview"]
+    empty = (df[fields].apply(lambda c: c.str.strip()) == "").to_numpy()
     seen: set[str] = set()
     for i in range(n):
         if bad_utf8[i]:
@@ -181,6 +183,10 @@ def load_dataset(data_dir: str | Path | None = None, require: tuple[str, ...] = 
         elif ids.iat[i] in seen:
             flag(i, "duplicate Id", f"Id {ids.iat[i]} appears more than once (first kept)")
         seen.add(ids.iat[i])
+        if empty[i, :-1].any():  # a short row (fewer fields than the header) reads as empty trailing fields
+            where = [f for f, e in zip(fields, empty[i]) if e]
+            flag(i, "missing fields", f"no value for {', '.join(where)} (empty, or the row has fewer fields than the header)")
+            continue
         if not valid01.iloc[i].all():
             bad = [g for g in GENRES if not valid01.iloc[i][g]]
             flag(i, "genre value not 0/1", f"genre column(s) {', '.join(bad)} not 0 or 1")
