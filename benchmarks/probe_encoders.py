@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-# one BLAS thread: the one-vs-rest fits are many small problems; threaded BLAS made them ~5x slower on the shared box
+# one BLAS thread: the one-vs-rest fits are many small problems; threaded BLAS made them ~5x slower on a busy CPU
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 

@@ -191,7 +191,7 @@ def test_samples_page_ids_and_sampling(world, tmp_path):
 
 
 def test_report_compares_runs_and_marks_best(world, tmp_path):
-    _, data_dir, _, run_a, run_b = world
+    _, data_dir, df, run_a, run_b = world
     out = write_report([run_a, run_b], tmp_path / "report.html", data_dir=data_dir, title="Test <report>")
     html = out.read_text(encoding="utf-8")
     assert "<title>Test &lt;report&gt;</title>" in html
@@ -224,7 +224,8 @@ def test_report_compares_runs_and_marks_best(world, tmp_path):
     assert (run_a / "plots" / "per_genre_f1.png").is_file()
     cards = _cards(html)
     assert cards and all('data-run="cnn"' in c and 'data-run="late"' in c for c in cards.values())
-    assert 'class="poster placeholder"' in html or MISSING not in cards
+    assert set(cards) == set(df["Id"])  # all 12 films fit in the 24 samples
+    assert 'class="poster placeholder" data-id="tt9000011"' in cards[MISSING] and 'class="poster placeholder"' in cards[BROKEN]
 
 
 def test_report_without_data_dir_or_plots(tmp_path):
