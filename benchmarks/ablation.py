@@ -49,10 +49,12 @@ def main() -> None:
             m = json.loads((run / "metrics.json").read_text())
             rows.append((model, label, m["tuned"], m["at_0_5"], time.perf_counter() - t))
             runs.append(run)
-            print(f"{model:7s} {label:34s} micro-F1 {m['tuned']['micro_f1']:.3f} macro-F1 {m['tuned']['macro_f1']:.3f} mAP {m['tuned']['map_macro']:.3f}", flush=True)
+            t = m["tuned"]
+            print(f"{model:7s} {label:34s} micro-F1 {t['micro_f1']:.3f} macro-F1 {t['macro_f1']:.3f} mAP {t['map_macro']:.3f}", flush=True)
     print("\n| model | variant | micro-F1 | macro-F1 | samples-F1 | mAP | micro-P@0.5 | train s |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
     for model, label, tuned, half, secs in rows:
-        print(f"| {model} | {label} | {tuned['micro_f1']:.3f} | {tuned['macro_f1']:.3f} | {tuned['samples_f1']:.3f} | {tuned['map_macro']:.3f} | {half['micro_precision']:.3f} | {secs:.0f} |")
+        cells = [f"{tuned[k]:.3f}" for k in ("micro_f1", "macro_f1", "samples_f1", "map_macro")] + [f"{half['micro_precision']:.3f}"]
+        print(f"| {model} | {label} | {' | '.join(cells)} | {secs:.0f} |")
     print(mg.report(runs, out / "report.html"))
 
 

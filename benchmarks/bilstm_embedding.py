@@ -38,6 +38,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import movie_genres  # noqa: F401  (selects the torch backend before Keras loads)
+    # isort: split
 
     import keras
     from keras import layers

@@ -19,6 +19,7 @@ import numpy as np
 
 def main() -> None:
     import movie_genres  # noqa: F401  (environment defaults: offline hubs, torch backend)
+    # isort: split
     import pandas as pd
     import torch
     from sentence_transformers import SentenceTransformer

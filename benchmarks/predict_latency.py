@@ -50,7 +50,8 @@ def main() -> None:
     print("| run | model | path | load s | films | p50 ms | p90 ms | p99 ms |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
     for path, times in rows.items():
         times = np.array(times)
-        print(f"| {pred.run_dir} | {pred.model_name} | {path} | {load_s:.1f} | {len(times)} | {np.percentile(times, 50):.1f} | {np.percentile(times, 90):.1f} | {np.percentile(times, 99):.1f} |")
+        p50, p90, p99 = np.percentile(times, [50, 90, 99])
+        print(f"| {pred.run_dir} | {pred.model_name} | {path} | {load_s:.1f} | {len(times)} | {p50:.1f} | {p90:.1f} | {p99:.1f} |")
 
 if __name__ == "__main__":
     main()

@@ -13,7 +13,6 @@ Results (mean and sd over the splits) are printed and written to <cache>/probe.j
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import os
@@ -21,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-# one BLAS thread: the one-vs-rest fits are many small problems; threaded BLAS made them ~5x slower on the shared box
+# one BLAS thread: the one-vs-rest fits are many small problems; threaded BLAS made them ~5x slower on a busy CPU
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -29,6 +28,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from movie_genres.data.dataset import load_dataset  # noqa: E402
 from movie_genres.features.encoders import (  # noqa: E402
     EfficientNetLiteEncoder,
     Encoder,
@@ -38,7 +38,6 @@ from movie_genres.features.encoders import (  # noqa: E402
 )
 
 DEFAULT_DATA = "/work/shared/data/multimodal-imdb"
-META = {"Id", "Genre", "Overview"}
 
 
 def make_encoder(name: str) -> Encoder:
@@ -54,21 +53,10 @@ def make_encoder(name: str) -> Encoder:
 
 
 def load_rows(data: Path, limit: int = 0) -> tuple[list[str], list[str], list[Path], np.ndarray, list[str]]:
-    with open(data / "IMDB_overview_genres.csv", newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        genres = [c for c in reader.fieldnames if c not in META]
-        ids, texts, posters, labels = [], [], [], []
-        for row in reader:
-            poster = data / "Images" / f"{row['Id']}.jpg"
-            if not poster.is_file() or not (row.get("Overview") or "").strip():
-                continue
-            ids.append(row["Id"])
-            texts.append(row["Overview"])
-            posters.append(poster)
-            labels.append([int(float(row[g] or 0)) for g in genres])
-            if limit and len(ids) >= limit:
-                break
-    return ids, texts, posters, np.asarray(labels, dtype=np.int8), genres
+    """Films with both a poster and an overview, through the project's validated loader."""
+    ds = load_dataset(data, require=("poster", "overview"))
+    n = min(len(ds), limit) if limit else len(ds)
+    return ds.ids[:n], ds.overviews[:n], ds.poster_paths[:n], ds.labels[:n].astype(np.int8), list(ds.genres)
 
 
 def embed(name: str, texts, posters, cache: Path, cold: bool) -> tuple[np.ndarray, dict]:

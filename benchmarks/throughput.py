@@ -47,14 +47,12 @@ def bench_decode(paths, workers: int) -> dict:
 
 
 def bench_epoch(model_name: str, data, steps: int) -> dict:
-    import keras
-
     from movie_genres.config import make_config
     from movie_genres.data.dataset import load_dataset
     from movie_genres.data.split import stratified_split
     from movie_genres.models.registry import build_model, make_featurizer
     from movie_genres.training.batches import TrainBatches, oversample_index
-    from movie_genres.training.train import _compile, feed, input_names
+    from movie_genres.training.train import _compile, input_names
 
     overrides = {"lstm_units": (256, 128), "recurrent_dropout": 0.2} if model_name == "bilstm-original" else {}
     cfg = make_config(model=model_name.split("-")[0], **overrides)

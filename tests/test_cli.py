@@ -1,4 +1,4 @@
-"""The CLI through a subprocess: train, evaluate, predict, report and clear errors, on tiny synthetic data."""
+"""The CLI: train, evaluate, predict and report through a real subprocess, and argument errors in-process."""
 from __future__ import annotations
 
 import json
@@ -8,34 +8,57 @@ import sys
 
 import pytest
 
-from conftest import synthetic_rows, write_dataset
+from movie_genres.cli import main
 
-TINY = ["vocab_size=50", "sequence_length=12", "embedding_dim=8", "lstm_units=4", "batch_size=16", "min_positives=2", "verbose=0", "workers=1"]
+TINY = ["vocab_size=50", "sequence_length=12", "embedding_dim=8", "lstm_units=4", "batch_size=16", "min_positives=2", "verbose=0",
+        "workers=1"]
 
 
 def cli(*args, cwd=None, check=True):
     env = {**os.environ, "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "torch")}
-    proc = subprocess.run([sys.executable, "-m", "movie_genres", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+    proc = subprocess.run([sys.executable, "-m", "movie_genres", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc
 
 
+def in_process(capsys, *args) -> tuple[int, str]:
+    """``movie-genres ARGS`` in this process: (exit code, stderr). argparse errors exit through SystemExit."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.slow
 def test_train_evaluate_predict_report(tmp_path, tiny_data, cache_dir):
     run = tmp_path / "bilstm"
     out = cli("train", "--model", "bilstm", "--data", tiny_data, "--out", run, "--epochs", "1", f"cache_dir={cache_dir}", *TINY)
     assert out.stdout.strip().endswith(str(run)) and (run / "model.keras").exists()
 
-    cli("evaluate", run, "--data", tiny_data, "--output", tmp_path / "eval.json")
+    shown = json.loads(cli("evaluate", run, "--data", tiny_data, "--output", tmp_path / "eval.json").stdout)
     metrics = json.loads((tmp_path / "eval.json").read_text())
-    assert metrics["n_films"] == 60 and "at_0_5" in metrics and 0 <= metrics["micro_f1"] <= 1
+    assert metrics["n_films"] == 60 and metrics["n_skipped"] == 0 and "at_0_5" in metrics
+    assert set(metrics["baselines"]) == {"always Drama", "always Drama + Comedy"}
+    assert shown == {k: v for k, v in metrics.items() if k not in ("per_genre", "baselines")}  # stdout = the file, less two tables
 
     pred = json.loads(cli("predict", run, "--overview", "A funny silly joke").stdout)
-    assert len(pred["probabilities"]) == 25 and pred["genres"] and pred["inputs_used"] == ["overview"]
+    assert list(pred["probabilities"]) == json.loads((run / "genres.json").read_text())["genres"] and pred["inputs_used"] == ["overview"]
+    # the decided genres are the run's: probability at or above its threshold among learned genres, else the top one
+    meta = json.loads((run / "genres.json").read_text())
+    thr = dict(zip(*json.loads((run / "thresholds.json").read_text()).values()))
+    learned = [g for g, t in zip(meta["genres"], meta["trained"]) if t]
+    probs = pred["probabilities"]
+    above = {g for g in learned if probs[g] >= thr[g]}
+    expected = above or {max(learned, key=probs.get)}
+    borderline = {g for g in learned if abs(probs[g] - thr[g]) < 1e-3}
+    assert set(pred["genres"]) - borderline == expected - borderline and pred["genres"]
 
     cli("report", run, "--output", tmp_path / "report.html", "--data", tiny_data)
     html = (tmp_path / "report.html").read_text()
-    assert "bilstm" in html and "always Drama + Comedy" in html
+    assert "bilstm" in html and "always Drama + Comedy" in html and 'id="samples"' in html
 
 
 @pytest.mark.parametrize(
@@ -44,13 +67,18 @@ def test_train_evaluate_predict_report(tmp_path, tiny_data, cache_dir):
         (["train", "--model", "cnx"], "did you mean 'cnn'"),
         (["train", "--model", "cnn", "--data", "/nonexistent", "epochs=1"], "does not exist"),
         (["train", "--model", "cnn", "epoch=1"], "did you mean 'epochs'"),
+        (["train", "--model", "cnn", "epochs"], "key=value"),
         (["evaluate", "/nonexistent-run"], "does not exist"),
         (["predict", "/nonexistent-run", "--overview", "x"], "does not exist"),
+        (["train", "--epochs", "many"], "invalid int value: 'many'"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["predict"], "the following arguments are required: run_dir"),
     ],
 )
-def test_bad_arguments_give_one_clear_line(args, message):
-    proc = cli(*args, check=False)
-    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+def test_bad_arguments_give_one_clear_line(capsys, args, message):
+    code, err = in_process(capsys, *args)
+    errors = [line for line in err.splitlines() if line.startswith("movie-genres") and ": error: " in line]
+    assert code == 2 and len(errors) == 1 and message in errors[0] and "Traceback" not in err, err
 
 
 def test_read_only_output_folder_is_one_clear_error(tmp_path, tiny_data):

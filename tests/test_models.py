@@ -42,10 +42,10 @@ def test_cnn_is_the_original_architecture():
     assert [i.name for i in model.inputs] == ["poster"]
     assert model.input_shape == (None, 64, 64, 3) and model.output_shape == (None, 25)
     assert abs(model.count_params() - 3.46e6) < 0.02e6
-    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert [c.filters for c in convs] == [16, 32, 32, 64, 64, 128, 128] and convs[0].strides == (2, 2)
     assert sum(c.kernel_size == (3, 3) and c.strides == (1, 1) for c in convs) == 6
-    assert [l.units for l in model.layers if isinstance(l, keras.layers.Dense)] == [1024, 1024, 25]
+    assert [layer.units for layer in model.layers if isinstance(layer, keras.layers.Dense)] == [1024, 1024, 25]
     assert model.layers[-1].activation.__name__ == "sigmoid"
 
 
@@ -55,7 +55,7 @@ def test_bilstm_default_and_original_stack():
     original = build_bilstm()  # defaults: vocabulary 10,000, embedding 256, length 100
     assert original.get_layer("embedding").output_dim == 256 and original.get_layer("embedding").input_dim == 10_000
     stacked = build_bilstm(vocab_size=50, sequence_length=10, embedding_dim=8, lstm_units=(8, 4), recurrent_dropout=0.2)
-    assert [l.name for l in stacked.layers if isinstance(l, keras.layers.Bidirectional)] == ["bilstm1", "bilstm2"]
+    assert [layer.name for layer in stacked.layers if isinstance(layer, keras.layers.Bidirectional)] == ["bilstm1", "bilstm2"]
     ids = np.array([[3, 4, 5, 0, 0, 0, 0, 0, 0, 0]], "int32")
     out = keras.ops.convert_to_numpy(model(ids))
     assert out.shape == (1, 25) and ((out > 0) & (out < 1)).all()
@@ -97,7 +97,8 @@ def test_save_and_reload_gives_identical_outputs(tmp_path, builder):
 
 @pytest.mark.parametrize("builder", ["early", "gmu", "late", "ensemble"])
 def test_each_fusion_input_reaches_its_own_branch(builder):
-    model = {"early": lambda: heads.build_early_fusion(6, 5, 25, 8), "gmu": lambda: heads.build_gmu(6, 5, 25, 8), "late": _late, "ensemble": _ensemble}[builder]()
+    builders = {"early": lambda: heads.build_early_fusion(6, 5, 25, 8), "gmu": lambda: heads.build_gmu(6, 5, 25, 8), "late": _late, "ensemble": _ensemble}
+    model = builders[builder]()
     x = _fusion_inputs(2)
 
     def run(**changes):
@@ -185,7 +186,8 @@ def _keras_lstm_bilstm(monkeypatch, **kwargs):
     with monkeypatch.context() as m:
         m.setattr(bilstm, "LSTM", keras.layers.LSTM)
         model = build_bilstm(**kwargs)
-    assert all(type(l.forward_layer) is keras.layers.LSTM for l in model.layers if isinstance(l, keras.layers.Bidirectional))
+    bidirectional = [layer for layer in model.layers if isinstance(layer, keras.layers.Bidirectional)]
+    assert all(type(layer.forward_layer) is keras.layers.LSTM for layer in bidirectional)
     return model
 
 

@@ -37,7 +37,7 @@ def make_dataset(root: Path) -> tuple[Path, pd.DataFrame]:
     rows = []
     for i in range(N_FILMS):
         fid = f"tt90000{i:02d}"
-        truth = sorted(set(rng.choice(USED, size=rng.integers(1, 4), replace=True)), key=GENRES.index)
+        truth = sorted({str(g) for g in rng.choice(USED, size=rng.integers(1, 4), replace=True)}, key=GENRES.index)
         row = {"Id": fid, "Genre": str(truth)}
         row.update({g: int(g in truth) for g in GENRES})
         row["Overview"] = f"Overview of {fid}: a <b>story</b> & \"quotes\" #{i}."
@@ -52,7 +52,7 @@ def make_dataset(root: Path) -> tuple[Path, pd.DataFrame]:
 
 
 def make_run(root: Path, name: str, model: str, dataset: pd.DataFrame, seed: int, micro_f1: float,
-             history_rows: int | None = 3) -> Path:
+             history_rows: int | None = 3, cross_fitted: bool = True) -> Path:
     """A run folder as training writes it; val_predictions.csv rows are shuffled relative to the dataset CSV."""
     rng = np.random.default_rng(seed)
     run = root / name
@@ -93,7 +93,8 @@ def make_run(root: Path, name: str, model: str, dataset: pd.DataFrame, seed: int
         metrics["by_modality"] = {"poster only": {"micro_f1": 0.41, "macro_f1": 0.2},
                                   "overview only": {"micro_f1": 0.52, "macro_f1": 0.31},
                                   "both": {"micro_f1": 0.58, "macro_f1": 0.36}}
-        metrics["ablation"] = {"no modality dropout": {"micro_f1": 0.55}, "focal loss": {"micro_f1": 0.57}}
+    if cross_fitted:
+        metrics["thresholds_note"] = "tuned = per-genre thresholds (micro objective) cross-fitted on 5 folds of the validation films"
     (run / "metrics.json").write_text(json.dumps(metrics))
     return run
 
@@ -190,7 +191,7 @@ def test_samples_page_ids_and_sampling(world, tmp_path):
 
 
 def test_report_compares_runs_and_marks_best(world, tmp_path):
-    _, data_dir, _, run_a, run_b = world
+    _, data_dir, df, run_a, run_b = world
     out = write_report([run_a, run_b], tmp_path / "report.html", data_dir=data_dir, title="Test <report>")
     html = out.read_text(encoding="utf-8")
     assert "<title>Test &lt;report&gt;</title>" in html
@@ -214,17 +215,49 @@ def test_report_compares_runs_and_marks_best(world, tmp_path):
     assert "Documentary" in html.split('id="data"')[1].split("</p>")[0]
     assert "poster missing: 2" in html
     # optional sections of the late run, embedded plots, samples with both runs
-    assert 'id="by_modality"' in html and "overview only" in html and 'id="ablation"' in html
+    assert 'id="by_modality"' in html and "overview only" in html and 'id="ablation"' not in html
+    # the text says what the numbers are: cross-fitted averages, in-sample per-genre F1
+    comparison = html.split('id="comparison"')[1].split('id="per-genre"')[0]
+    assert "cross-fitted" in comparison and "optimistic" not in comparison and "do not say" not in comparison
+    assert "in-sample" in per_genre
     assert html.count("data:image/png;base64,") == 8
     assert (run_a / "plots" / "per_genre_f1.png").is_file()
     cards = _cards(html)
     assert cards and all('data-run="cnn"' in c and 'data-run="late"' in c for c in cards.values())
-    assert 'class="poster placeholder"' in html or MISSING not in cards
+    assert set(cards) == set(df["Id"])  # all 12 films fit in the 24 samples
+    assert 'class="poster placeholder" data-id="tt9000011"' in cards[MISSING] and 'class="poster placeholder"' in cards[BROKEN]
 
 
 def test_report_without_data_dir_or_plots(tmp_path):
     _, df = make_dataset(tmp_path)
-    run = make_run(tmp_path, "r", "text", df, seed=6, micro_f1=0.5, history_rows=None)
+    run = make_run(tmp_path, "r", "text", df, seed=6, micro_f1=0.5, history_rows=None, cross_fitted=False)
     html = write_report([run], tmp_path / "out" / "r.html").read_text()
+    assert "The metrics of text do not say that their thresholds were cross-fitted" in html
     assert 'id="samples"' not in html and html.count("data:image/png;base64,") == 3
     assert "no learning curves" in html
+
+
+def test_train_with_a_non_utf8_overview_writes_the_samples_page(tmp_path, tiny_config, cache_dir, capsys):
+    """One \\xff byte in one overview: the loader skips that row, and the samples page (read after all the training)
+    goes through the same loader, so train ends with exit 0 and a samples page, the row counted as skipped."""
+    from conftest import synthetic_rows, write_dataset
+    from movie_genres.cli import main
+
+    rows = synthetic_rows(40, seed=2)
+    bad = rows[5]
+    bad["Overview"] += " Set in a cafe."
+    data = write_dataset(tmp_path / "data", rows)
+    csv_path = data / "IMDB_overview_genres.csv"
+    raw = csv_path.read_bytes().replace(b"a cafe.", b"a caf\xff.")
+    assert raw.count(b"\xff") == 1
+    csv_path.write_bytes(raw)
+    overrides = [f"{k}={v}" for k, v in tiny_config.items() if k != "epochs"]
+    run = tmp_path / "run"
+    code = main(["train", "--model", "cnn", "--data", str(data), "--out", str(run), "--epochs", "1",
+                 f"cache_dir={cache_dir}", *overrides])
+    assert code == 0, capsys.readouterr().err
+    assert (run / "samples.html").is_file() and (run / "model.keras").is_file()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["skipped"] == {"non-UTF-8 text": 1} and metrics["n_skipped"] == 1
+    html = (run / "samples.html").read_text(encoding="utf-8")
+    assert bad["Id"] not in _cards(html) and _cards(html)

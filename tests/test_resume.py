@@ -18,7 +18,8 @@ ARGS = ["epochs=3", "batch_size=8", "min_positives=2", "verbose=0", "workers=1",
 
 def _train_cmd(data, out, cache):
     # --retrain: the second run must train (not copy the first from the run cache) to be killed mid-way
-    return [sys.executable, "-m", "movie_genres", "-q", "train", "--model", "cnn", "--retrain", "--data", str(data), "--out", str(out), f"cache_dir={cache}", *ARGS]
+    return [sys.executable, "-m", "movie_genres", "-q", "train", "--model", "cnn", "--retrain", "--data", str(data), "--out", str(out),
+            f"cache_dir={cache}", *ARGS]
 
 
 def test_kill_and_resume_matches_a_straight_run(tmp_path, cache_dir):
@@ -43,7 +44,8 @@ def test_kill_and_resume_matches_a_straight_run(tmp_path, cache_dir):
     done = json.loads(state.read_text())["epochs_done"]
     assert 1 <= done < 3
 
-    resume = subprocess.run([sys.executable, "-m", "movie_genres", "-q", "train", "--resume", str(killed)], env=env, capture_output=True, text=True, timeout=600)
+    resume = subprocess.run([sys.executable, "-m", "movie_genres", "-q", "train", "--resume", str(killed)], env=env, capture_output=True, text=True,
+                            timeout=600)
     assert resume.returncode == 0, resume.stderr
 
     skip = {"checkpoint", "plots", "samples.html"}

@@ -1,8 +1,11 @@
 """Plots and self-contained HTML pages built from run folders (see docs/ARCHITECTURE.md, "Run folder").
 
-    write_run_plots(run_dir) -> list[Path]                       run_dir/plots/*.png
-    write_samples_page(out_html, data_dir, runs, ids=None, n=24, seed=0) -> Path
+    write_run_plots(run_dir) -> list[Path]                             run_dir/plots/*.png
+    write_samples_page(out_html, data, runs, ids=None, n=24, seed=0) -> Path
     write_report(run_dirs, out_html, data_dir=None, title=...) -> Path
+
+``data`` / ``data_dir`` is a dataset folder (read through ``movie_genres.data.dataset.load_dataset``) or a loaded
+``Dataset``. The pages are Jinja2 templates in ``reporting/templates/``.
 """
 from movie_genres.reporting.html import samples_html, write_report, write_samples_page
 from movie_genres.reporting.plots import load_run, write_run_plots

@@ -251,7 +251,7 @@ def plot_per_genre_f1(run: RunData, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7.5, max(2.5, 0.32 * len(df) + 1.2)))
     y = np.arange(len(df))
     h = 0.4
-    ax.barh(y + h / 2, df["tuned"], height=h, color="#2a9d8f", label="tuned thresholds")
+    ax.barh(y + h / 2, df["tuned"], height=h, color="#2a9d8f", label="stored thresholds (in-sample)")
     ax.barh(y - h / 2, df["at_0_5"], height=h, color="#bbbbbb", label="threshold 0.5")
     ax.set_yticks(y, [f"{g} (n={s})" for g, s in zip(df["genre"], df["support"])], fontsize=8)
     ax.set_xlim(0, 1)

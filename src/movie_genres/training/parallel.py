@@ -53,7 +53,7 @@ def available_cores() -> int:
 
 
 def default_jobs(cores: int | None = None) -> int:
-    """Two workers wherever there are two cores: the measured best on the 2-core development machine.
+    """Two workers wherever there are two cores (the measured best with two cores: docs/BENCHMARKS.md, "Threads").
 
     Example:
         >>> default_jobs(1), default_jobs(2), default_jobs(16)
