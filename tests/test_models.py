@@ -62,7 +62,7 @@ def test_bilstm_default_and_original_stack():
 
 
 def test_bilstm_ignores_padding_so_batches_can_be_trimmed():
-    from movie_genres.training.batches import trim_padding
+    from movie_genres.models.inference import trim_padding
 
     model = build_bilstm(vocab_size=50, sequence_length=10, embedding_dim=8, lstm_units=(4,), dropout=0.0)
     full = np.array([[3, 4, 5, 0, 0, 0, 0, 0, 0, 0], [7, 8, 9, 10, 11, 0, 0, 0, 0, 0]], "int32")

@@ -25,6 +25,9 @@ from movie_genres.features.posters import PosterError, decode_posters, open_post
 from movie_genres.features.vectorizer import OverviewVectorizer
 from movie_genres.io import read_json, write_json
 
+FEATURIZER_FILE = "featurizer.json"  # in the run folder: which featurizer, and its settings
+VOCAB_FILE = "vocab.json"  # in the run folder: the overview tokenizer (OverviewTokens only)
+
 
 def default_cache_dir(cache_dir: str = "") -> Path:
     import os
@@ -66,7 +69,7 @@ class PosterPixels:
         return {"poster": images}, ok, problems
 
     def save(self, run_dir: Path) -> None:
-        write_json(run_dir / "featurizer.json", {"kind": "poster_pixels", "image_size": self.image_size})
+        write_json(run_dir / FEATURIZER_FILE, {"kind": "poster_pixels", "image_size": self.image_size})
 
     @classmethod
     def load(cls, run_dir: Path, spec: dict) -> "PosterPixels":
@@ -89,13 +92,13 @@ class OverviewTokens:
         return {"overview": self.vectorizer.transform([t or "" for t in overviews])}, ok, problems
 
     def save(self, run_dir: Path) -> None:
-        self.vectorizer.save(run_dir / "vocab.json")
-        write_json(run_dir / "featurizer.json", {"kind": "overview_tokens", "sequence_length": self.vectorizer.sequence_length})
+        self.vectorizer.save(run_dir / VOCAB_FILE)
+        write_json(run_dir / FEATURIZER_FILE, {"kind": "overview_tokens", "sequence_length": self.vectorizer.sequence_length})
 
     @classmethod
     def load(cls, run_dir: Path, spec: dict) -> "OverviewTokens":
         self = cls.__new__(cls)
-        self.vectorizer = OverviewVectorizer.load(run_dir / "vocab.json", spec["sequence_length"])
+        self.vectorizer = OverviewVectorizer.load(run_dir / VOCAB_FILE, spec["sequence_length"])
         return self
 
 
@@ -199,7 +202,7 @@ class PretrainedFeatures:
         encoders = [self.text_encoder] if self.text_encoder else []
         encoders += list(self.image_encoders)
         write_json(
-            run_dir / "featurizer.json",
+            run_dir / FEATURIZER_FILE,
             {
                 "kind": "pretrained",
                 "text_encoder": self.text_encoder,
@@ -218,5 +221,5 @@ _KINDS = {"poster_pixels": PosterPixels, "overview_tokens": OverviewTokens, "pre
 
 def load_featurizer(run_dir: str | Path):
     run_dir = Path(run_dir)
-    spec = read_json(run_dir / "featurizer.json")
+    spec = read_json(run_dir / FEATURIZER_FILE)
     return _KINDS[spec["kind"]].load(run_dir, spec)
