@@ -175,3 +175,21 @@ def test_a_failed_train_with_a_checkpoint_is_kept_to_resume(tmp_path, tiny_confi
     monkeypatch.undo()
     run = train(resume=tmp_path / "run")
     assert run == tmp_path / "run" and (run / "metrics.json").exists()
+
+
+def test_poster_augmentation_works_on_pixels_0_to_255():
+    from movie_genres.training.batches import TrainBatches, augment_posters
+
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3)).astype(np.uint8)
+    out = augment_posters(pixels, np.random.default_rng(1))
+    assert out.dtype == np.float32 and out.min() >= 0 and out.max() <= 255 and out.max() > 1
+    np.testing.assert_array_equal(out, augment_posters(pixels.astype(np.float32), np.random.default_rng(1)))
+    grey = np.full((8, 16, 16, 3), 128, np.uint8)  # only brightness changes a flat image: by up to 10% of 255
+    shift = np.abs(augment_posters(grey, np.random.default_rng(2)) - 128).max(axis=(1, 2, 3))
+    assert (shift <= 25.5 + 1e-3).all() and shift.max() > 5
+
+    labels = np.zeros((4, 25), np.float32)
+    x, _ = TrainBatches({"poster": pixels}, labels, 2, 0, input_names=["poster"])[0]
+    assert x.dtype == np.uint8  # posters stay uint8 in memory unless augmented
+    x, _ = TrainBatches({"poster": pixels}, labels, 2, 0, augment=True, input_names=["poster"])[0]
+    assert x.dtype == np.float32 and x.max() > 1

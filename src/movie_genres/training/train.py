@@ -16,7 +16,6 @@ from movie_genres.data.dataset import resolve_data_dir
 from movie_genres.io import new_run_dir, write_json
 from movie_genres.models.registry import COMPOSED, PRETRAINED, check_model_name
 from movie_genres.training import run_cache
-from movie_genres.training.callbacks import load_state
 from movie_genres.training.compose import compose
 from movie_genres.training.fit import fit_keras, set_threads
 from movie_genres.training.prepare import load_films, prepare
@@ -47,6 +46,8 @@ def train(model: str = "cnn", data=None, out=None, epochs: int | None = None, re
         >>> run = train("cnn", "../shared/data/multimodal-imdb", "runs/cnn", epochs=10)  # doctest: +SKIP
     """
     import keras
+
+    from movie_genres.training.callbacks import load_state
 
     if resume:
         run_dir = Path(resume)
@@ -96,6 +97,8 @@ def train(model: str = "cnn", data=None, out=None, epochs: int | None = None, re
 def _removed_unless_resumable(run_dir: Path, new: bool, keep_folder: bool):
     """A new run that fails with nothing to resume from is removed, so the next try uses the same folder name; one
     with a checkpoint is kept, and an interrupt says how to continue it."""
+    from movie_genres.training.callbacks import load_state
+
     try:
         yield
     except BaseException as exc:
