@@ -46,7 +46,7 @@ def _read(run_dir: Path, name: str, required: bool):
     path = Path(run_dir) / name
     if not path.is_file():
         if required:
-            raise RunError(f"{run_dir} is not a finished run folder: missing {name}")
+            raise RunError(f"{run_dir}: {name} is missing (not a run folder, or not a finished one)")
         return None
     try:
         return read_json(path)
