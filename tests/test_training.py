@@ -128,7 +128,7 @@ def test_bilstm_embedding_starts_from_distilled_word_vectors(cache_dir):
     from movie_genres.features.inputs import OverviewTokens
     from movie_genres.features.word_vectors import distilled_embeddings
     from movie_genres.models.bilstm import build_bilstm
-    from movie_genres.training.train import init_embedding
+    from movie_genres.training.fit import init_embedding
 
     feat = OverviewTokens(50, 12).fit([], ["a lonely robot falls in love", "war breaks out in space", "a detective hunts a killer"])
     words = feat.vectorizer.words()
@@ -142,3 +142,54 @@ def test_bilstm_embedding_starts_from_distilled_word_vectors(cache_dir):
     np.testing.assert_allclose(keras.ops.convert_to_numpy(model.get_layer("embedding").embeddings), expected, atol=1e-6)
     with pytest.raises(ValueError, match="embedding_init"):
         init_embedding(model, make_config(model="bilstm", embedding_init="glove"), feat)
+
+
+def test_a_failed_train_leaves_no_run_folder(tmp_path, tiny_config, cache_dir):
+    rows = synthetic_rows(20, seed=4)
+    broken = write_dataset(tmp_path / "broken", rows, posters={r["Id"]: b"not a jpeg" for r in rows})
+    with pytest.raises(ValueError, match="not enough usable films"):
+        train("cnn", broken, tmp_path / "run", cache_dir=cache_dir, **{**tiny_config, "epochs": 1})
+    assert not (tmp_path / "run").exists()  # no orphan config.json
+
+    (tmp_path / "mine").mkdir()  # a folder that was there (empty) before stays, empty
+    with pytest.raises(ValueError, match="not enough usable films"):
+        train("cnn", broken, tmp_path / "mine", cache_dir=cache_dir, **{**tiny_config, "epochs": 1})
+    assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())
+
+    good = write_dataset(tmp_path / "good", synthetic_rows(40, seed=4))
+    assert train("cnn", good, tmp_path / "run", cache_dir=cache_dir, image_size=16, **{**tiny_config, "epochs": 1}) == tmp_path / "run"
+
+
+def test_a_failed_train_with_a_checkpoint_is_kept_to_resume(tmp_path, tiny_config, cache_dir, monkeypatch):
+    import movie_genres.training.train as train_module
+
+    data = write_dataset(tmp_path / "data", synthetic_rows(40, seed=8))
+
+    def fails(*args, **kwargs):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(train_module, "finish_run", fails)
+    with pytest.raises(OSError, match="disk gone"):
+        train("bilstm", data, tmp_path / "run", reuse=False, cache_dir=cache_dir, embedding_init="random", **{**tiny_config, "epochs": 1})
+    assert (tmp_path / "run" / "checkpoint" / "state.json").exists()
+    monkeypatch.undo()
+    run = train(resume=tmp_path / "run")
+    assert run == tmp_path / "run" and (run / "metrics.json").exists()
+
+
+def test_poster_augmentation_works_on_pixels_0_to_255():
+    from movie_genres.training.batches import TrainBatches, augment_posters
+
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3)).astype(np.uint8)
+    out = augment_posters(pixels, np.random.default_rng(1))
+    assert out.dtype == np.float32 and out.min() >= 0 and out.max() <= 255 and out.max() > 1
+    np.testing.assert_array_equal(out, augment_posters(pixels.astype(np.float32), np.random.default_rng(1)))
+    grey = np.full((8, 16, 16, 3), 128, np.uint8)  # only brightness changes a flat image: by up to 10% of 255
+    shift = np.abs(augment_posters(grey, np.random.default_rng(2)) - 128).max(axis=(1, 2, 3))
+    assert (shift <= 25.5 + 1e-3).all() and shift.max() > 5
+
+    labels = np.zeros((4, 25), np.float32)
+    x, _ = TrainBatches({"poster": pixels}, labels, 2, 0, input_names=["poster"])[0]
+    assert x.dtype == np.uint8  # posters stay uint8 in memory unless augmented
+    x, _ = TrainBatches({"poster": pixels}, labels, 2, 0, augment=True, input_names=["poster"])[0]
+    assert x.dtype == np.float32 and x.max() > 1

@@ -5,13 +5,15 @@ import logging
 import time
 from pathlib import Path
 
-from movie_genres.io import new_run_dir, read_json, write_json
+from movie_genres import runs
+from movie_genres.io import new_run_dir, write_json
+from movie_genres.models.registry import MODELS
 from movie_genres.training.train import train
 
 log = logging.getLogger(__name__)
 
-# The order `train --model all` trains in: the original two, then the pretrained heads and the fusions.
-ALL_MODELS = ("cnn", "bilstm", "text", "image", "early", "gmu", "late", "ensemble")
+# The models `train --model all` trains, in the registry's order: the original two, the pretrained heads, the fusions.
+ALL_MODELS = MODELS
 
 
 def train_all(data=None, out="runs/main", epochs: int | None = None, models=ALL_MODELS, reuse: bool = True,
@@ -60,24 +62,24 @@ def train_all(data=None, out="runs/main", epochs: int | None = None, models=ALL_
     else:
         log.info("=== training %d models, %d at a time with %d thread(s) each", len(models), jobs, overrides["threads"])
         kwargs = {n: dict(data=data_dir, out=root / n, epochs=epochs, reuse=reuse, reuse_members=True, **overrides) for n in models}
-        done, failed = train_parallel(models, kwargs, root / "logs", jobs, overrides["threads"])
+        done, failed = train_parallel(models, kwargs, root / runs.LOGS, jobs, overrides["threads"])
         for name, (_, seconds) in done.items():
             job[name] = {"seconds": round(seconds, 1)}
-    runs = [root / n for n in models if n in job]
+    done_runs = [root / n for n in models if n in job]
     scores = {}
-    for run in runs:
-        metrics = read_json(run / "metrics.json")
+    for run in done_runs:
+        metrics = runs.read_metrics(run)
         job[run.name]["reused"] = "reused" in metrics
         scores[run.name] = metrics["tuned"]["micro_f1"]
         log.info("=== %s: %.0fs%s, validation micro-F1 %.3f", run.name, job[run.name]["seconds"],
                  " (reused from the run cache)" if job[run.name]["reused"] else "", scores[run.name])
-    if runs:
+    if done_runs:
         best = max(scores, key=scores.get)
-        write_json(root / "best.json", {"run": best, "chosen_by": "validation micro-F1 (tuned thresholds)", "validation_micro_f1": scores})
+        write_json(root / runs.BEST, {"run": best, "chosen_by": "validation micro-F1 (tuned thresholds)", "validation_micro_f1": scores})
         t0 = time.perf_counter()
-        report(runs, root / "report.html", data=data_dir)
+        report(done_runs, root / runs.REPORT, data=data_dir)
         job["report"] = {"seconds": round(time.perf_counter() - t0, 1)}
-    write_json(root / "job.json", {"seconds": round(time.perf_counter() - started, 1), "jobs": jobs,
+    write_json(root / runs.JOB, {"seconds": round(time.perf_counter() - started, 1), "jobs": jobs,
                                    "threads": overrides.get("threads", 0), "steps": job, "failed": failed})
     if failed:
         raise TrainingFailed(failed, root)
@@ -85,19 +87,13 @@ def train_all(data=None, out="runs/main", epochs: int | None = None, models=ALL_
     return root
 
 
-def report(runs, output="report.html", data=None) -> Path:
+def report(run_dirs, output="report.html", data=None) -> Path:
     """One HTML report comparing run folders (a folder from ``train --model all`` expands to its runs)."""
     from movie_genres.reporting import write_report
 
-    expanded = []
-    for r in runs:
-        r = Path(r)
-        if (r / "best.json").exists() and not (r / "model.keras").exists():
-            expanded += sorted((p for p in r.iterdir() if (p / "metrics.json").exists()), key=lambda p: ALL_MODELS.index(p.name) if p.name in ALL_MODELS else 99)
-        else:
-            expanded.append(r)
+    expanded = runs.expand_runs(run_dirs)
     if data is None and expanded:
-        data = read_json(expanded[0] / "config.json").get("data_dir")
+        data = runs.read_config(expanded[0]).get("data_dir")
         data = data if data and Path(data).is_dir() else None
     return write_report(expanded, output, data_dir=data)
 

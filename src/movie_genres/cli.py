@@ -9,12 +9,14 @@ import sys
 
 
 def _parser() -> argparse.ArgumentParser:
+    from movie_genres.models.registry import MODELS
+
     p = argparse.ArgumentParser(prog="movie-genres", description="Tell a film's genres from its poster and its overview.")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = p.add_subparsers(dest="verb", required=True)
 
     t = sub.add_parser("train", help="train a model (or --model all) into a new run folder")
-    t.add_argument("--model", default="cnn", help="cnn | bilstm | text | image | early | gmu | late | ensemble | all")
+    t.add_argument("--model", default="cnn", help=" | ".join(MODELS + ("all",)))
     t.add_argument("--data", help="dataset folder (default: ../shared/data/multimodal-imdb)")
     t.add_argument("--out", help="run folder (default runs/<model>; never overwritten)")
     t.add_argument("--epochs", type=int, help="maximum epochs (early stopping may stop sooner)")

@@ -17,7 +17,7 @@ class ConfigError(ValueError):
 @dataclass
 class Config:
     # --- what to train
-    model: str = "cnn"  # cnn | bilstm | text | image | late | early | gmu | ensemble (see models/registry.py)
+    model: str = "cnn"  # a name from models/registry.py's MODELS
     seed: int = 42  # one seed drives the split, weights init and shuffling
     # --- data
     val_fraction: float = 0.2  # the original work used a random 80/20 split

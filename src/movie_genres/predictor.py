@@ -9,28 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from movie_genres import __version__
+from movie_genres import __version__, runs
 from movie_genres.data.text import clean_overview
 from movie_genres.evaluation.metrics import decide
-from movie_genres.io import read_json
+from movie_genres.models.inference import predict_proba_arrays
+from movie_genres.runs import RunError, resolve_run
 
-
-class RunError(ValueError):
-    """A folder is not a complete run folder."""
-
-
-def resolve_run(run_dir: str | Path) -> Path:
-    """A run folder, or a folder of runs written by ``train --model all`` (its ``best.json`` names the best run)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunError(f"run folder {run_dir} does not exist")
-    if (run_dir / "best.json").exists() and not (run_dir / "model.keras").exists():
-        return run_dir / read_json(run_dir / "best.json")["run"]
-    missing = [f for f in ("model.keras", "featurizer.json", "genres.json", "thresholds.json", "config.json") if not (run_dir / f).exists()]
-    if missing:
-        hint = " (an interrupted run: continue it with movie-genres train --resume)" if (run_dir / "checkpoint").exists() else ""
-        raise RunError(f"{run_dir} is not a finished run folder: missing {', '.join(missing)}{hint}")
-    return run_dir
+__all__ = ["Predictor", "RunError", "resolve_run"]  # RunError, resolve_run: from movie_genres.runs
 
 
 class Predictor:
@@ -58,17 +43,16 @@ class Predictor:
         import keras
 
         from movie_genres.features.inputs import load_featurizer
+        from movie_genres.models.cnn import with_input_scaling
         from movie_genres.models.registry import register_layers
 
         register_layers()
 
         run_dir = resolve_run(run_dir)
-        model = keras.saving.load_model(run_dir / "model.keras", compile=False)
-        g = read_json(run_dir / "genres.json")
-        thr = read_json(run_dir / "thresholds.json")
-        if thr["genres"] != g["genres"]:
-            raise RunError(f"{run_dir}: thresholds.json and genres.json disagree on the genre list")
-        pred = cls(run_dir, model, load_featurizer(run_dir), g["genres"], g["trained"], thr["thresholds"], read_json(run_dir / "config.json"))
+        model = with_input_scaling(keras.saving.load_model(run_dir / runs.MODEL, compile=False))
+        g = runs.read_genres(run_dir)
+        thr = runs.read_thresholds(run_dir, genres=g["genres"])
+        pred = cls(run_dir, model, load_featurizer(run_dir), g["genres"], g["trained"], thr["thresholds"], runs.read_config(run_dir))
         pred._single_film_graph()  # traced now, so no request pays for it
         return pred
 
@@ -76,14 +60,9 @@ class Predictor:
     def transform(self, posters: list, overviews: list, progress: bool = False):
         """Raw films -> (model inputs, usable mask, problem counts)."""
         overviews = [clean_overview(o) for o in overviews]  # lone surrogates would crash the tokenizers
-        inputs, usable, problems = self.featurizer.transform(list(posters), overviews, progress=progress)
-        if "poster" in inputs:
-            inputs["poster"] = inputs["poster"].astype(np.float32) / 255.0
-        return inputs, usable, problems
+        return self.featurizer.transform(list(posters), overviews, progress=progress)
 
     def scores(self, inputs: dict) -> np.ndarray:
-        from movie_genres.training.train import predict_proba_arrays
-
         n = len(next(iter(inputs.values())))
         fast = self._single_film_graph() if n == 1 else None
         probs = fast(inputs) if fast is not None else predict_proba_arrays(self.model, inputs)

@@ -28,6 +28,9 @@ from movie_genres.features.posters import PosterError, decode_posters, open_post
 from movie_genres.features.vectorizer import OverviewVectorizer
 from movie_genres.io import default_cache_dir, read_json, write_json
 
+FEATURIZER_FILE = "featurizer.json"  # in the run folder: which featurizer, and its settings
+VOCAB_FILE = "vocab.json"  # in the run folder: the overview tokenizer (OverviewTokens only)
+
 
 class FeaturizerError(ValueError):
     """A run's featurizer.json cannot be used with what is installed (e.g. another encoder version)."""
@@ -88,7 +91,7 @@ class PosterPixels:
         return {"poster": images}, ok, problems
 
     def save(self, run_dir: Path) -> None:
-        write_json(run_dir / "featurizer.json", {"kind": "poster_pixels", "image_size": self.image_size})
+        write_json(run_dir / FEATURIZER_FILE, {"kind": "poster_pixels", "image_size": self.image_size})
 
     @classmethod
     def load(cls, run_dir: Path, spec: dict) -> "PosterPixels":
@@ -111,13 +114,13 @@ class OverviewTokens:
         return {"overview": self.vectorizer.transform([t or "" for t in overviews])}, ok, problems
 
     def save(self, run_dir: Path) -> None:
-        self.vectorizer.save(run_dir / "vocab.json")
-        write_json(run_dir / "featurizer.json", {"kind": "overview_tokens", "sequence_length": self.vectorizer.sequence_length})
+        self.vectorizer.save(run_dir / VOCAB_FILE)
+        write_json(run_dir / FEATURIZER_FILE, {"kind": "overview_tokens", "sequence_length": self.vectorizer.sequence_length})
 
     @classmethod
     def load(cls, run_dir: Path, spec: dict) -> "OverviewTokens":
         self = cls.__new__(cls)
-        self.vectorizer = OverviewVectorizer.load(run_dir / "vocab.json", spec["sequence_length"])
+        self.vectorizer = OverviewVectorizer.load(run_dir / VOCAB_FILE, spec["sequence_length"])
         return self
 
 
@@ -231,7 +234,7 @@ class PretrainedFeatures:
         from movie_genres.features.encoders import get_encoder
 
         write_json(
-            run_dir / "featurizer.json",
+            run_dir / FEATURIZER_FILE,
             {
                 "kind": "pretrained",
                 "text_encoder": self.text_encoder,
@@ -271,9 +274,9 @@ _KINDS = {"poster_pixels": PosterPixels, "overview_tokens": OverviewTokens, "pre
 def load_featurizer(run_dir: str | Path):
     """The featurizer saved in ``run_dir`` (``FeaturizerError`` if it does not fit what is installed)."""
     run_dir = Path(run_dir)
-    spec = read_json(run_dir / "featurizer.json")
+    spec = read_json(run_dir / FEATURIZER_FILE)
     kind = spec.get("kind") if isinstance(spec, dict) else None
     if kind not in _KINDS:
-        raise FeaturizerError(f"{run_dir / 'featurizer.json'}: unknown featurizer kind {kind!r} "
+        raise FeaturizerError(f"{run_dir / FEATURIZER_FILE}: unknown featurizer kind {kind!r} "
                               f"(known: {', '.join(_KINDS)})")
     return _KINDS[kind].load(run_dir, spec)

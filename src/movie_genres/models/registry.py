@@ -1,13 +1,53 @@
-"""Model names -> (featurizer, builder). ``movie-genres train --model NAME`` looks names up here."""
+"""The one list of models: each model's name, what it is built from, and how it is made.
+
+``movie-genres train --model NAME`` looks names up here; ``train --model all`` trains :data:`MODELS` in this order, a
+model starting once the models it :func:`needs` have finished; ``late`` and ``ensemble`` are composed of their
+:func:`members`' runs.
+"""
 from __future__ import annotations
 
-from movie_genres.config import Config
-from movie_genres.features.inputs import OverviewTokens, PosterPixels, PretrainedFeatures
+from dataclasses import dataclass
 
-ORIGINAL = ("cnn", "bilstm")
-PRETRAINED = ("text", "image", "early", "gmu", "late", "ensemble")
-MODELS = ORIGINAL + PRETRAINED
-FUSION = ("early", "gmu", "late")
+from movie_genres.config import Config
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    pretrained: bool = True  # reads frozen pretrained features (trains a small head, few epochs, one thread)
+    fusion: bool = False  # reads both modalities and learns to answer from either (modality dropout)
+    members: tuple[str, ...] = ()  # composed of these models' runs (no fit of its own)
+    reads: tuple[str, ...] = ()  # reads the features these models' runs cache (train them first in a job)
+    start_rank: int = 0  # among models ready to start in a job, lower starts first: long ones, and those others wait for
+
+
+SPECS = (
+    ModelSpec("cnn", pretrained=False, start_rank=0),
+    ModelSpec("bilstm", pretrained=False, start_rank=3),
+    ModelSpec("text", start_rank=2),
+    ModelSpec("image", start_rank=1),
+    ModelSpec("early", fusion=True, reads=("text", "image"), start_rank=5),
+    ModelSpec("gmu", fusion=True, reads=("text", "image"), start_rank=4),
+    ModelSpec("late", fusion=True, members=("text", "image"), start_rank=7),
+    ModelSpec("ensemble", members=("text", "image", "early", "gmu"), start_rank=6),
+)
+SPEC = {s.name: s for s in SPECS}
+MODELS = tuple(s.name for s in SPECS)  # also the order of `train --model all` and of a job's runs in its report
+ORIGINAL = tuple(s.name for s in SPECS if not s.pretrained)
+PRETRAINED = tuple(s.name for s in SPECS if s.pretrained)
+FUSION = tuple(s.name for s in SPECS if s.fusion)
+COMPOSED = tuple(s.name for s in SPECS if s.members)
+
+
+def members(name: str) -> tuple[str, ...]:
+    """The models whose runs ``name`` is composed of (empty for a model that is fitted itself)."""
+    return SPEC[name].members
+
+
+def needs(name: str) -> tuple[str, ...]:
+    """The models ``name`` waits for when a job trains them too: its members and the models whose features it reads."""
+    spec = SPEC[name]
+    return tuple(dict.fromkeys(spec.members + spec.reads))
 
 
 def check_model_name(name: str) -> str:
@@ -28,6 +68,8 @@ def register_layers() -> None:
 
 
 def make_featurizer(cfg: Config):
+    from movie_genres.features.inputs import OverviewTokens, PosterPixels, PretrainedFeatures
+
     if cfg.model == "cnn":
         return PosterPixels(cfg.image_size, cfg.cache_dir, cfg.workers)
     if cfg.model == "bilstm":
@@ -40,7 +82,7 @@ def make_featurizer(cfg: Config):
 
 
 def build_model(cfg: Config, featurizer, num_genres: int):
-    """Uncompiled Keras model for ``cfg.model`` (``late`` and ``ensemble`` are assembled from trained models)."""
+    """Uncompiled Keras model for ``cfg.model`` (``late`` and ``ensemble``: :func:`compose_model`)."""
     from movie_genres.models import heads
     from movie_genres.models.bilstm import build_bilstm
     from movie_genres.models.cnn import build_cnn
@@ -60,3 +102,14 @@ def build_model(cfg: Config, featurizer, num_genres: int):
     if cfg.model == "gmu":
         return heads.build_gmu(dims["text_features"], dims["image_features"], num_genres, cfg.hidden_units, cfg.dropout)
     raise ValueError(f"model '{cfg.model}' has no direct builder")
+
+
+def compose_model(name: str, trained: dict, text_weights: list[float]):
+    """``late`` / ``ensemble`` from its :func:`members`' trained models (by name) and the per-genre text weight."""
+    from movie_genres.models import heads
+
+    if name == "late":
+        return heads.build_late_fusion(trained["text"], trained["image"], text_weights)
+    if name == "ensemble":
+        return heads.build_ensemble(trained["text"], trained["image"], trained["early"], trained["gmu"], text_weights)
+    raise ValueError(f"model '{name}' is not composed of other runs")

@@ -5,7 +5,6 @@ redrawn at any time with ``write_run_plots(run_dir)``; nothing needs the model.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from sklearn.metrics import f1_score, multilabel_confusion_matrix  # noqa: E402
 
+from movie_genres import runs  # noqa: E402
 from movie_genres.io import atomic_write  # noqa: E402
 
 DPI = 110
@@ -72,36 +72,30 @@ class RunData:
         return pred
 
 
-def _read_json(path: Path, default: Any = None) -> Any:
-    if not path.is_file():
-        return default
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def load_run(run_dir: str | Path) -> RunData:
     """Read a run folder. genres.json is required; everything else is optional (the report says what is missing)."""
     run_dir = Path(run_dir)
-    meta = _read_json(run_dir / "genres.json")
+    meta = runs.read_genres(run_dir, required=False)
     if meta is None:
         raise FileNotFoundError(f"{run_dir} is not a run folder: genres.json is missing")
     genres = [str(g) for g in meta["genres"]]
     trained = [bool(t) for t in meta.get("trained", [True] * len(genres))]
     excluded = [str(g) for g in meta.get("excluded", [g for g, t in zip(genres, trained) if not t])]
-    metrics = _read_json(run_dir / "metrics.json", {}) or {}
-    config = _read_json(run_dir / "config.json", {}) or {}
+    metrics = runs.read_metrics(run_dir, required=False) or {}
+    config = runs.read_config(run_dir, required=False) or {}
 
     # thresholds: thresholds.json by genre name, else metrics per_genre threshold, else 0.5
     thr = {g: 0.5 for g in genres}
     for g, pg in (metrics.get("per_genre") or {}).items():
         if isinstance(pg, dict) and pg.get("threshold") is not None:
             thr[g] = float(pg["threshold"])
-    tj = _read_json(run_dir / "thresholds.json")
+    tj = runs.read_thresholds(run_dir, required=False)
     if tj:
         thr.update({str(g): float(t) for g, t in zip(tj["genres"], tj["thresholds"])})
     thresholds = np.array([thr.get(g, 0.5) for g in genres], dtype=float)
 
     history = None
-    hp = run_dir / "history.csv"
+    hp = run_dir / runs.HISTORY
     if hp.is_file() and hp.stat().st_size > 0:
         try:
             history = pd.read_csv(hp)
@@ -111,7 +105,7 @@ def load_run(run_dir: str | Path) -> RunData:
             history = None
 
     ids = y_true = probs = None
-    vp = run_dir / "val_predictions.csv"
+    vp = run_dir / runs.PREDICTIONS
     if vp.is_file():
         df = pd.read_csv(vp, dtype={"Id": str}, keep_default_na=False)
         missing = [c for g in genres for c in (f"true_{g}", f"prob_{g}") if c not in df.columns]

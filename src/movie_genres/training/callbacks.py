@@ -8,7 +8,11 @@ from pathlib import Path
 
 import keras
 
+from movie_genres import runs
 from movie_genres.io import atomic_write, read_json, write_json, write_text
+
+# In the run folder's checkpoint/: the model with its optimizer, the optimizer's variables, the loop's state.
+CKPT_MODEL, CKPT_OPTIMIZER, CKPT_STATE = "ckpt.keras", "optimizer.npz", "state.json"
 
 
 class RunCheckpoint(keras.callbacks.Callback):
@@ -30,19 +34,19 @@ class RunCheckpoint(keras.callbacks.Callback):
         writer = csv.DictWriter(buf, fieldnames=keys)
         writer.writeheader()
         writer.writerows(self.history)
-        write_text(self.run_dir / "history.csv", buf.getvalue())
+        write_text(self.run_dir / runs.HISTORY, buf.getvalue())
         val_loss = logs.get("val_loss", logs.get("loss", math.inf))
         if val_loss < self.best:
             self.best = val_loss
-            atomic_write(self.run_dir / "model.keras", lambda tmp: self.model.save(tmp))
-        atomic_write(self.run_dir / "last.keras", lambda tmp: self.model.save(tmp))
+            atomic_write(self.run_dir / runs.MODEL, lambda tmp: self.model.save(tmp))
+        atomic_write(self.run_dir / runs.LAST, lambda tmp: self.model.save(tmp))
         # The resume checkpoint is written last: if it exists, everything above is at least as new.
-        ckpt = self.run_dir / "checkpoint"
-        atomic_write(ckpt / "optimizer.npz", lambda tmp: save_optimizer(self.model.optimizer, tmp))
-        atomic_write(ckpt / "ckpt.keras", lambda tmp: self.model.save(tmp))
+        ckpt = self.run_dir / runs.CHECKPOINT
+        atomic_write(ckpt / CKPT_OPTIMIZER, lambda tmp: save_optimizer(self.model.optimizer, tmp))
+        atomic_write(ckpt / CKPT_MODEL, lambda tmp: self.model.save(tmp))
         early = self.early
         write_json(
-            self.run_dir / "checkpoint" / "state.json",
+            ckpt / CKPT_STATE,
             {"epochs_done": epoch + 1, "best": self.best, "history": self.history, "early_stopping": early.state() if early else None},
         )
 
@@ -104,7 +108,8 @@ def restore_optimizer(model, path: Path) -> None:
 
 
 def load_state(run_dir: Path) -> dict | None:
-    path = Path(run_dir) / "checkpoint" / "state.json"
-    if not path.exists() or not (Path(run_dir) / "checkpoint" / "ckpt.keras").exists():
+    """The saved loop state of an interrupted run, or None when it has no checkpoint to resume from."""
+    ckpt = Path(run_dir) / runs.CHECKPOINT
+    if not (ckpt / CKPT_STATE).exists() or not (ckpt / CKPT_MODEL).exists():
         return None
-    return read_json(path)
+    return read_json(ckpt / CKPT_STATE)

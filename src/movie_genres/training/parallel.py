@@ -20,18 +20,10 @@ import sys
 import time
 from pathlib import Path
 
+from movie_genres.models import registry
+
 log = logging.getLogger(__name__)
 
-# A model waits for these when the same job trains them: the fusions read the features the text and poster heads
-# cache, and late / ensemble are composed of those runs (found in the run cache rather than trained twice).
-NEEDS = {
-    "early": ("text", "image"),
-    "gmu": ("text", "image"),
-    "late": ("text", "image"),
-    "ensemble": ("text", "image", "early", "gmu"),
-}
-# Among the models ready to start, the first in this order starts first: long ones, and those others wait for.
-PRIORITY = ("cnn", "image", "text", "bilstm", "gmu", "early", "ensemble", "late")
 HEARTBEAT_SECONDS = 60.0
 
 
@@ -53,7 +45,7 @@ def available_cores() -> int:
 
 
 def default_jobs(cores: int | None = None) -> int:
-    """Two workers wherever there are two cores (the measured best with two cores: docs/BENCHMARKS.md, "Threads").
+    """Two workers wherever there are two cores: the measured best on two cores (docs/BENCHMARKS.md).
 
     Example:
         >>> default_jobs(1), default_jobs(2), default_jobs(16)
@@ -63,19 +55,22 @@ def default_jobs(cores: int | None = None) -> int:
 
 
 def schedule(names: list[str]) -> list[str]:
-    """``names`` in the order they may start: by :data:`PRIORITY`, unknown names last, in their given order.
+    """``names`` in the order they may start: by the registry's ``start_rank`` (long models, and those others wait
+    for, first), unknown names last, in their given order.
 
     Example:
         >>> schedule(["late", "bilstm", "text", "cnn"])
         ['cnn', 'text', 'bilstm', 'late']
     """
-    rank = {n: i for i, n in enumerate(PRIORITY)}
-    return sorted(names, key=lambda n: (rank.get(n, len(rank)), names.index(n)))
+    last = len(registry.SPECS)
+    return sorted(names, key=lambda n: (registry.SPEC[n].start_rank if n in registry.SPEC else last, names.index(n)))
 
 
 def needs(name: str, names: list[str]) -> list[str]:
-    """The models ``name`` waits for among those trained in the same job."""
-    return [d for d in NEEDS.get(name, ()) if d in names]
+    """The models ``name`` waits for among those trained in the same job (``registry.needs``: the fusions read the
+    features the text and poster heads cache; late / ensemble are composed of runs found in the run cache rather
+    than trained twice)."""
+    return [d for d in (registry.needs(name) if name in registry.SPEC else ()) if d in names]
 
 
 def _init_worker(threads: int, level: int) -> None:
