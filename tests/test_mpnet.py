@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from movie_genres.features.encoders import mpnet as M
 from movie_genres.features.encoders import get_encoder
+from movie_genres.features.encoders import mpnet as M
 
 TEXTS = [
     "A retired hitman is pulled back in for one last job.",

@@ -20,9 +20,9 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
-from serve_helpers import FakePredictor, image_bytes, running_server
 
 from movie_genres.service.app import create_app
+from serve_helpers import FakePredictor, image_bytes, running_server
 
 pytestmark = pytest.mark.browser
 

@@ -21,14 +21,13 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageFile
-from serve_helpers import (GENRES, ROOT, FakePredictor, image_bytes, multipart_body, png_header_only,
-                           running_server, wait_ready)
 
 from movie_genres.features import posters
 from movie_genres.features.posters import PosterError
 from movie_genres.service.app import create_app
 from movie_genres.service.limits import MIB, Limits
 from movie_genres.service.routes import decode_poster
+from serve_helpers import GENRES, ROOT, FakePredictor, image_bytes, multipart_body, png_header_only, running_server, wait_ready
 
 OVERVIEW = "A retired hitman is pulled back into the underworld when his old crew kidnaps his daughter."
 

@@ -33,8 +33,7 @@ from PIL import Image
 from movie_genres.service import routes
 from movie_genres.service.limits import DEFAULT_CONCURRENCY, make_limits
 from movie_genres.service.multipart import ApiError
-from movie_genres.service.schemas import (ERRORS, HEALTH_ERRORS, BATCH_DOC, PREDICT_DOC, BatchPrediction, Genres,
-                                          Health, Prediction, batch_form, predict_form)
+from movie_genres.service.schemas import BATCH_DOC, ERRORS, HEALTH_ERRORS, PREDICT_DOC, BatchPrediction, Genres, Health, Prediction, batch_form, predict_form
 
 log = logging.getLogger("movie_genres.service")
 

@@ -50,7 +50,11 @@ def compile_model(model, cfg: Config, prep: Prepared, trained: np.ndarray | None
     model.compile(
         optimizer=keras.optimizers.Adam(cfg.learning_rate),
         loss=loss,
-        metrics=[keras.metrics.Precision(name="precision"), keras.metrics.Recall(name="recall"), keras.metrics.AUC(name="auc", multi_label=True, num_labels=len(trained), label_weights=trained.astype("float32").tolist())],
+        metrics=[
+            keras.metrics.Precision(name="precision"),
+            keras.metrics.Recall(name="recall"),
+            keras.metrics.AUC(name="auc", multi_label=True, num_labels=len(trained), label_weights=trained.astype("float32").tolist()),
+        ],
     )
     return model
 

@@ -84,6 +84,7 @@ def by_modality(prep: Prepared, model, thresholds) -> dict:
             x["has_poster"][:] = 0
             x["image_features"][:] = 0
         probs = predict_proba_arrays(model, x)
-        m = full_metrics(prep.ds.genres, prep.ds.labels[va][both], probs, thresholds, prep.trained, prep.cfg.min_one_genre, objective=prep.cfg.threshold_objective)
+        m = full_metrics(prep.ds.genres, prep.ds.labels[va][both], probs, thresholds, prep.trained, prep.cfg.min_one_genre,
+                         objective=prep.cfg.threshold_objective)
         out[case] = {**m["tuned"], "n_films": int(both.sum())}
     return out
