@@ -217,8 +217,6 @@ def rotated_jpeg() -> bytes:
     return image_bytes("JPEG", size=(60, 90), exif=exif.tobytes())
 
 
-@pytest.mark.xfail(posters.open_poster(rotated_jpeg()).size != (90, 60), strict=True,
-                   reason="uploads decode through open_poster, which does not apply EXIF orientation yet")
 def test_exif_orientation_is_applied(client: TestClient, predictor: FakePredictor) -> None:
     assert post(client, poster_part(rotated_jpeg())).status_code == 200
     assert predictor.seen[-1][0].size == (90, 60)

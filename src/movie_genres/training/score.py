@@ -50,7 +50,7 @@ def finish_run(cfg: Config, prep: Prepared, run_dir: Path, model, train_seconds:
         from movie_genres.reporting import write_run_plots, write_samples_page
 
         write_run_plots(run_dir)
-        write_samples_page(run_dir / runs.SAMPLES, prep.ds.root, [run_dir])
+        write_samples_page(run_dir / runs.SAMPLES, prep.ds, [run_dir])
     except ImportError:  # report package not available: the run itself is complete
         log.warning("report module unavailable; plots skipped")
     log.info("%s: validation micro-F1 %.3f (tuned), precision@0.5 %.3f", cfg.model, metrics["tuned"]["micro_f1"], metrics["at_0_5"]["micro_precision"])
