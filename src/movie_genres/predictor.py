@@ -72,9 +72,9 @@ class Predictor:
         return pred
 
     # -- scores
-    def transform(self, posters: list, overviews: list, progress: bool = False):
-        """Raw films -> (model inputs, usable mask, problem counts)."""
-        inputs, usable, problems = self.featurizer.transform(list(posters), list(overviews), progress=progress)
+    def transform(self, posters: list, overviews: list, progress: bool = False, cache: bool | None = None):
+        """Raw films -> (model inputs, usable mask, problem counts). ``cache=False``: never touch the disk caches."""
+        inputs, usable, problems = self.featurizer.transform(list(posters), list(overviews), progress=progress, cache=cache)
         if "poster" in inputs:
             inputs["poster"] = inputs["poster"].astype(np.float32) / 255.0
         return inputs, usable, problems

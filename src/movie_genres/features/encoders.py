@@ -127,6 +127,34 @@ def _export_onnx(module, example: tuple, input_names: list[str], dynamic_axes: d
     return buf.getvalue()
 
 
+def onnx_cache_path(encoder: "Encoder") -> Path:
+    """Where ``encoder``'s exported ONNX bytes are kept: ``<cache>/onnx/``, keyed by encoder name+version and the
+    torch and onnx versions that export it."""
+    from movie_genres.features.inputs import default_cache_dir
+
+    tag = f"{encoder.name}-{encoder.version}-torch{_pkg_version('torch')}-onnx{_pkg_version('onnx')}"
+    return default_cache_dir() / "onnx" / f"{_safe(tag)}.onnx"
+
+
+def _onnx_session(encoder: "Encoder", export: Callable[[], bytes]):
+    """An onnxruntime session for ``encoder``, from its ONNX bytes exported once and kept by :func:`onnx_cache_path`.
+
+    Exporting costs seconds per process (~9 s for the three encoders); every later process (a Ray actor, a training
+    worker) loads the bytes instead. Bytes that do not load are exported again and replaced."""
+    path = onnx_cache_path(encoder)
+    if path.is_file():
+        try:
+            return _ort_session(path.read_bytes(), encoder.threads)
+        except Exception as exc:  # damaged or foreign: export again
+            log.warning("ONNX cache %s is unusable (%s); exporting again", path, exc)
+    onnx = export()
+    try:
+        atomic_write(path, lambda tmp: tmp.write_bytes(onnx))
+    except Exception as exc:  # a read-only cache only costs the next process the export
+        log.warning("cannot keep the exported ONNX model at %s: %s", path, exc)
+    return _ort_session(onnx, encoder.threads)
+
+
 def _pkg_version(dist: str) -> str:
     try:
         return metadata.version(dist)
@@ -299,8 +327,7 @@ class MiniLMEncoder(Encoder):
 
         names = ["input_ids", "attention_mask", "token_type_ids"]
         example = self.tokenizer(["a film", "another film about two friends"], padding=True, return_tensors="pt")
-        onnx = _export_onnx(MeanPooled(bert).eval(), tuple(example[n] for n in names), names, {n: {0: "batch", 1: "tokens"} for n in names})
-        self.session = _ort_session(onnx, self.threads)
+        self.session = _onnx_session(self, lambda: _export_onnx(MeanPooled(bert).eval(), tuple(example[n] for n in names), names, {n: {0: "batch", 1: "tokens"} for n in names}))
 
     def _encode(self, items: list) -> np.ndarray:
         for t in items:
@@ -402,8 +429,7 @@ class EfficientNetLiteEncoder(_PosterEncoder):
             p.requires_grad_(False)
         # Run by onnxruntime: ~13-15 ms per 224x448 poster against ~26-35 ms for torch (docs/BENCHMARKS.md);
         # features move by ~1e-5 against torch's, hence "-ort" in the version.
-        onnx = _export_onnx(_PooledFeatures(model).eval(), (torch.zeros((1, 3, h, w)),), ["image"], {"image": {0: "batch"}})
-        self.session = _ort_session(onnx, self.threads)
+        self.session = _onnx_session(self, lambda: _export_onnx(_PooledFeatures(model).eval(), (torch.zeros((1, 3, h, w)),), ["image"], {"image": {0: "batch"}}))
 
     def preprocess(self, image) -> np.ndarray:
         from PIL import Image

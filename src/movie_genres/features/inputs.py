@@ -61,8 +61,9 @@ class PosterPixels:
     def fit(self, posters, overviews) -> "PosterPixels":
         return self
 
-    def transform(self, posters, overviews, progress: bool = True):
-        images, ok, problems = _poster_pixels(posters, self.image_size, default_cache_dir(self.cache_dir), self.workers, progress)
+    def transform(self, posters, overviews, progress: bool = True, cache: bool | None = None):
+        cache_dir = default_cache_dir(self.cache_dir) if cache is not False else None
+        images, ok, problems = _poster_pixels(posters, self.image_size, cache_dir, self.workers, progress)
         return {"poster": images}, ok, problems
 
     def save(self, run_dir: Path) -> None:
@@ -83,7 +84,7 @@ class OverviewTokens:
         self.vectorizer.fit([t for t in overviews if t])
         return self
 
-    def transform(self, posters, overviews, progress: bool = True):
+    def transform(self, posters, overviews, progress: bool = True, cache: bool | None = None):
         ok = np.array([bool(t and t.strip()) for t in overviews], dtype=bool)
         problems = Counter({"empty overview": int((~ok).sum())}) if (~ok).any() else Counter()
         return {"overview": self.vectorizer.transform([t or "" for t in overviews])}, ok, problems
@@ -144,17 +145,19 @@ class PretrainedFeatures:
             out["image_features"] = sum(get_encoder(e).dim for e in self.image_encoders)
         return out
 
-    def transform(self, posters, overviews, progress: bool = True):
+    def transform(self, posters, overviews, progress: bool = True, cache: bool | None = None):
+        """``cache``: read and write the disk caches (None: from ``CACHE_FROM`` films on; False: never)."""
         from movie_genres.features.encoders import cached_features, get_encoder
 
-        cache = default_cache_dir(self.cache_dir)
         n = len(posters)
         few = n < self.CACHE_FROM
+        use_cache = not few if cache is None else bool(cache)
+        cache = default_cache_dir(self.cache_dir)
 
         def features(enc, items, idx):
             feats = np.zeros((n, enc.dim), dtype=np.float32)
             if len(idx):
-                feats[idx] = enc.encode(items) if few else cached_features(enc, items, cache, progress=progress)
+                feats[idx] = cached_features(enc, items, cache, progress=progress) if use_cache else enc.encode(items)
             return feats
 
         inputs: dict[str, np.ndarray] = {}
@@ -168,7 +171,7 @@ class PretrainedFeatures:
             problems["empty overview"] += int((~has_text).sum())
         if self.image_encoders:
             # Validate posters first (cheap, cached) so the encoders only ever see images that decode.
-            _, has_image, probs = _poster_pixels(posters, 64, cache if not few else None, self.workers, progress)
+            _, has_image, probs = _poster_pixels(posters, 64, cache if use_cache else None, self.workers, progress)
             problems.update(probs)
             idx = np.flatnonzero(has_image)
             jobs["image_features"] = [(get_encoder(name), [posters[i] for i in idx], idx) for name in self.image_encoders]
