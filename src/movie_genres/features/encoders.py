@@ -65,6 +65,7 @@ __all__ = [
     "known_encoders",
     "content_key",
     "cached_features",
+    "add_to_cache",
     "cache_path",
     "load_cache",
 ]
@@ -666,6 +667,11 @@ def _merge_and_save(encoder: Encoder, cache_dir, new: dict[str, np.ndarray]) -> 
         keys = np.concatenate([keys, np.asarray(add, dtype=str)])
         feats = np.concatenate([feats, np.stack([new[k] for k in add]).astype(np.float32)])
         _save_cache(encoder, cache_dir, keys, feats)
+
+
+def add_to_cache(encoder: Encoder, cache_dir: str | os.PathLike, features: dict[str, np.ndarray]) -> None:
+    """Add ``{content key: features}`` rows computed elsewhere (``movie-genres encode`` on Ray) to ``encoder``'s cache."""
+    _merge_and_save(encoder, cache_dir, features)
 
 
 def cached_features(
