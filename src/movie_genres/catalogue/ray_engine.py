@@ -59,7 +59,7 @@ def plan_actors(ray, actors: int | None) -> dict:
     reserve = 1.0 if total >= 2 else total / 4
     cpus = max(0.01, (total - reserve) / actors)
     threads = max(1, math.floor(total / actors)) if total >= actors else 1
-    return {"actors": actors, "cpus_per_actor": round(cpus, 3), "threads_per_actor": threads, "cluster_cpus": total}
+    return {"actors": actors, "cpus_per_actor": math.floor(cpus * 1000) / 1000, "threads_per_actor": threads, "cluster_cpus": total}
 
 
 def encoder_names(run_dir: Path) -> list[str]:
