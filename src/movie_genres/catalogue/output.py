@@ -140,7 +140,7 @@ class PartStore:
                 import pyarrow.csv as pacsv
 
                 flat = _csv_schema(schema)
-                with pacsv.CSVWriter(tmp, flat, write_options=pacsv.WriteOptions(quoting_style="needed")) as w:
+                with pacsv.CSVWriter(tmp, flat, write_options=pacsv.WriteOptions(quoting_header="none")) as w:
                     for t in tables():
                         w.write_table(_for_csv(t, flat))
             else:
