@@ -108,7 +108,8 @@ def encoder_rate(run: Path, data: Path, films: int = 96) -> dict:
         for start in range(0, films, 64):
             enc.encode(items[start : start + 64])
         per[name] = (time.perf_counter() - t0) / films
-    return {"ms_per_film": {k: round(v * 1000, 1) for k, v in per.items()}, "films_per_second": round(1 / sum(per.values()), 2)}
+    rate = round(1 / sum(per.values()), 2) if per else None  # a CNN / BiLSTM run has no pretrained encoders
+    return {"ms_per_film": {k: round(v * 1000, 1) for k, v in per.items()}, "films_per_second": rate}
 
 
 def main() -> None:
@@ -131,7 +132,7 @@ def main() -> None:
         print(json.dumps(results[engine]), flush=True)
     limit = results["encoders_only"]["films_per_second"]
     for engine in args.engines.split(","):
-        results[engine]["share_of_encoder_rate"] = round(results[engine]["films_per_second"] / limit, 3)
+        results[engine]["share_of_encoder_rate"] = round(results[engine]["films_per_second"] / limit, 3) if limit else None
     (out / "results.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
 

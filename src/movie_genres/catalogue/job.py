@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from movie_genres import __version__
 from movie_genres.catalogue.batch import DEFAULT_BATCH, BatchPredictor, output_schema
 from movie_genres.catalogue.output import PartStore, run_fingerprint
 from movie_genres.catalogue.read import open_catalogue
@@ -62,7 +63,7 @@ def predict_catalogue(run_dir, data=None, manifest=None, output=None, engine: st
     config = read_json(run / "config.json")
     counts = store.status_counts()
     summary = _summary(counts, catalogue.dropped)
-    summary.update(output=str(store.output), model=config.get("model", "?"), version=config.get("version", "?"), engine=engine,
+    summary.update(output=str(store.output), model=config.get("model", "?"), version=config.get("version", __version__), engine=engine,
                    batch_size=int(batch_size), **extra, seconds=round(seconds, 1), films_tagged_now=done,
                    films_per_second=round(done / seconds, 2) if seconds > 0 else None, parts=len(parts), parts_resumed=resumed)
     summary = store.assemble(output_schema(read_json(run / "genres.json")["genres"]), parts, summary)
