@@ -73,6 +73,7 @@ def predict_catalogue(run_dir, data=None, manifest=None, output=None, engine: st
 
 
 def _run_local(run: Path, catalogue, store: PartStore, batch_size: int, bar) -> tuple[list[int], int, int]:
+    import movie_genres.features.encoders  # noqa: F401  first: its OpenMP setting only holds if torch is not loaded yet
     from movie_genres.predictor import Predictor
 
     batch = None
