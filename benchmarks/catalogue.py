@@ -91,7 +91,8 @@ def run_engine(run: Path, catalogue: Path, out: Path, engine: str, extra: list[s
             "job_seconds": summary["seconds"], "films_per_second": summary["films_per_second"],
             "films_per_second_wall": round(summary["films"] / wall, 2), "cpu_ms_per_film": round(1000 * cpu / summary["films"], 1),
             "peak_rss_mib": round(max(mib or [0])),
-            "peak_rss_mib_by_quarter": [round(q) for q in quarter], **{k: summary[k] for k in ("actors", "cpus_per_actor", "threads_per_actor") if k in summary}}
+            "peak_rss_mib_by_quarter": [round(q) for q in quarter],
+            **{k: summary[k] for k in ("actors", "cpus_per_actor", "threads_per_actor") if k in summary}}
 
 
 def encoder_rate(run: Path, data: Path, films: int = 96) -> dict:

@@ -81,11 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
     import movie_genres as mg
+    from movie_genres.catalogue.errors import EngineError
     from movie_genres.config import ConfigError, parse_overrides
     from movie_genres.data.dataset import DataError
     from movie_genres.features.posters import PosterError
     from movie_genres.io import OutputError
-    from movie_genres.catalogue.errors import EngineError
     from movie_genres.predictor import RunError
     from movie_genres.training.parallel import TrainingFailed
 

@@ -204,7 +204,7 @@ def encode_catalogue(data=None, manifest=None, encoders=None, engine: str = "loc
 
 def _encode_ray(catalogue, names, known, batch_size, actors, address, pending, bar) -> dict:
     from movie_genres.catalogue.job import PART_ROWS
-    from movie_genres.catalogue.ray_engine import EngineError, onnx_bytes, plan_actors, prepare_actor, start_ray
+    from movie_genres.catalogue.ray_engine import EngineError, onnx_bytes, plan_actors, start_ray
 
     ray, started = start_ray(address)
     try:

@@ -328,7 +328,8 @@ class MiniLMEncoder(Encoder):
 
         names = ["input_ids", "attention_mask", "token_type_ids"]
         example = self.tokenizer(["a film", "another film about two friends"], padding=True, return_tensors="pt")
-        self.session = _onnx_session(self, lambda: _export_onnx(MeanPooled(bert).eval(), tuple(example[n] for n in names), names, {n: {0: "batch", 1: "tokens"} for n in names}))
+        axes = {n: {0: "batch", 1: "tokens"} for n in names}
+        self.session = _onnx_session(self, lambda: _export_onnx(MeanPooled(bert).eval(), tuple(example[n] for n in names), names, axes))
 
     def _encode(self, items: list) -> np.ndarray:
         for t in items:
@@ -430,7 +431,8 @@ class EfficientNetLiteEncoder(_PosterEncoder):
             p.requires_grad_(False)
         # Run by onnxruntime: ~13-15 ms per 224x448 poster against ~26-35 ms for torch (docs/BENCHMARKS.md);
         # features move by ~1e-5 against torch's, hence "-ort" in the version.
-        self.session = _onnx_session(self, lambda: _export_onnx(_PooledFeatures(model).eval(), (torch.zeros((1, 3, h, w)),), ["image"], {"image": {0: "batch"}}))
+        example = (torch.zeros((1, 3, h, w)),)
+        self.session = _onnx_session(self, lambda: _export_onnx(_PooledFeatures(model).eval(), example, ["image"], {"image": {0: "batch"}}))
 
     def preprocess(self, image) -> np.ndarray:
         from PIL import Image
