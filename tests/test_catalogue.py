@@ -196,6 +196,12 @@ def test_manifests_csv_and_parquet_give_the_same_rows(trained_runs, tmp_path):
         np.testing.assert_allclose(_probs(a)[same], _probs(b)[same], atol=1e-6, equal_nan=True)
 
 
+def test_an_empty_catalogue_is_an_empty_table(trained_runs, tmp_path):
+    (tmp_path / "films.csv").write_text("Id,overview\n")
+    s = predict_catalogue(trained_runs["bilstm"], manifest=tmp_path / "films.csv", output=tmp_path / "o.csv", progress=False)
+    assert s["films"] == s["rows"] == 0 and (tmp_path / "o.csv").read_text().startswith("Id,prob_Action")
+
+
 @pytest.mark.parametrize(
     "make, message",
     [
