@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev
+.venv/bin/python -m pip install -q -e '.[ray]'  # --engine ray: the catalogue tests run a local Ray
 .venv/bin/ruff check src tests benchmarks
 export MOVIE_GENRES_CACHE=${MOVIE_GENRES_CACHE:-$PWD/.cache/movie-genres}
 .venv/bin/python -m pytest -q "$@"

@@ -141,6 +141,35 @@ def predict(run_dir, poster=None, overview: str | None = None) -> dict:
     return result
 
 
+def predict_batch(run_dir, data=None, manifest=None, output=None, engine: str = "local", batch_size: int = 64,
+                  actors: int | None = None, address: str | None = None, progress: bool = True) -> dict:
+    """Tag a whole catalogue: one row per film in ``output`` (.parquet or .csv); returns the summary.
+
+    ``data``: a dataset-format folder (genre columns optional) or a folder of posters; ``manifest``: a CSV or Parquet
+    file with ``Id``, ``poster``, ``overview``. Run again, the same call continues where it stopped. ``engine="ray"``
+    runs on Ray actors (a local Ray, or the cluster at ``address``); see docs/CLUSTER.md.
+
+    Example:
+        >>> predict_batch("runs/main", manifest="films.parquet", output="tags.parquet")["ok"]  # doctest: +SKIP
+    """
+    from movie_genres.catalogue.job import predict_catalogue
+
+    return predict_catalogue(run_dir, data, manifest, output, engine, batch_size, actors, address, progress)
+
+
+def encode(data=None, manifest=None, encoders=None, engine: str = "local", batch_size: int = 64,
+           actors: int | None = None, address: str | None = None, progress: bool = True) -> dict:
+    """Fill the feature cache that ``train`` reads with a catalogue's encoder features (default: the default
+    config's encoders); returns what was encoded, found cached, or could not be read.
+
+    Example:
+        >>> encode("../shared/data/multimodal-imdb", engine="ray")["encoders"]  # doctest: +SKIP
+    """
+    from movie_genres.catalogue.encode import encode_catalogue
+
+    return encode_catalogue(data, manifest, encoders, engine, batch_size, actors, address, progress)
+
+
 def evaluate(run_dir, data=None, output=None) -> dict:
     """Score ``run_dir`` on every usable film of ``data`` (for example one it has never seen); JSON to ``output``.
 

@@ -31,12 +31,16 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--data", help="dataset folder (default: ../shared/data/multimodal-imdb)")
     e.add_argument("--output", help="write the metrics JSON here")
 
-    pr = sub.add_parser("predict", help="genres of one film")
+    pr = sub.add_parser("predict", help="genres of one film, or of every film of a catalogue (--data / --manifest)")
     pr.add_argument("run_dir")
     pr.add_argument("--poster", help="poster image file")
     text = pr.add_mutually_exclusive_group()
     text.add_argument("--overview", help="plot summary text")
     text.add_argument("--overview-file", metavar="PATH", help="read the overview from a UTF-8 text file ('-': standard input)")
+    _catalogue_options(pr, "predict")
+
+    en = sub.add_parser("encode", help="fill the feature cache that train reads with a catalogue's encoder features")
+    _catalogue_options(en, "encode")
 
     r = sub.add_parser("report", help="one HTML report comparing runs")
     r.add_argument("runs", nargs="+")
@@ -78,10 +82,39 @@ def _overview(args) -> str | None:
     return decode_overview(raw, f"--overview-file {path}")
 
 
+def _catalogue_options(p: argparse.ArgumentParser, verb: str) -> None:
+    c = p.add_argument_group("a catalogue (see docs/CLUSTER.md for Ray)")
+    c.add_argument("--data", help="dataset-format folder (genre columns optional), or a folder of posters")
+    c.add_argument("--manifest", help="CSV or Parquet file with columns Id, poster (path or URI), overview")
+    if verb == "predict":
+        c.add_argument("--output", help="OUT.parquet or OUT.csv: one row per film (run again to continue)")
+    else:
+        c.add_argument("--encoders", help="comma-separated encoders (default: the default config's)")
+    c.add_argument("--engine", default="local", choices=["local", "ray"], help="local (default) or ray")
+    c.add_argument("--batch-size", type=int, default=64, help="films decoded and encoded at once (default 64)")
+    c.add_argument("--actors", type=int, help="with --engine ray: actors (default: one per two CPUs)")
+    c.add_argument("--address", help="with --engine ray: 'auto' or ray://HOST:PORT joins a cluster (default: a local Ray)")
+
+
+def _catalogue_verb(args) -> dict:
+    import movie_genres as mg
+
+    kw = dict(engine=args.engine, batch_size=args.batch_size, actors=args.actors, address=args.address, progress=not args.quiet)
+    if args.verb == "encode":
+        encoders = [e.strip() for e in args.encoders.split(",") if e.strip()] if args.encoders else None
+        return mg.encode(args.data, args.manifest, encoders, **kw)
+    if args.poster is not None or args.overview is not None or args.overview_file is not None:
+        raise ValueError("give either one film (--poster / --overview) or a catalogue (--data / --manifest), not both")
+    if not args.output:
+        raise ValueError("a catalogue needs --output OUT.parquet or OUT.csv")
+    return mg.predict_batch(args.run_dir, args.data, args.manifest, args.output, **kw)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
     import movie_genres as mg
+    from movie_genres.catalogue.errors import EngineError
     from movie_genres.config import ConfigError, parse_overrides
     from movie_genres.data.dataset import DataError
     from movie_genres.features.posters import PosterError
@@ -103,7 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.verb == "evaluate":
             m = mg.evaluate(args.run_dir, args.data, args.output)
             print(json.dumps({k: v for k, v in m.items() if k not in ("per_genre", "baselines")}, indent=2))
+        elif args.verb == "encode" or (args.verb == "predict" and (args.data or args.manifest)):
+            print(json.dumps(_catalogue_verb(args), indent=2))
         elif args.verb == "predict":
+            if args.output or args.engine != "local":
+                raise ValueError("--output and --engine are for a catalogue: give --data DIR or --manifest FILE")
             result = mg.predict(args.run_dir, args.poster, _overview(args))
             for warning in result.get("warnings", ()):
                 print(f"movie-genres predict: warning: {warning}", file=sys.stderr)
@@ -115,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
 
             log_level = "warning" if args.quiet else "info"
             mg.serve(args.run_dir, args.host, args.port, log_level=log_level, **options(args))
-    except (ConfigError, DataError, PosterError, OutputError, RunError, TrainingFailed, ValueError, FileNotFoundError) as exc:
+    except (ConfigError, DataError, PosterError, OutputError, RunError, TrainingFailed, EngineError, ValueError, FileNotFoundError) as exc:
         print(f"movie-genres {args.verb}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -57,10 +57,10 @@ class Predictor:
         return pred
 
     # -- scores
-    def transform(self, posters: list, overviews: list, progress: bool = False):
-        """Raw films -> (model inputs, usable mask, problem counts)."""
+    def transform(self, posters: list, overviews: list, progress: bool = False, cache: bool | None = None):
+        """Raw films -> (model inputs, usable mask, problem counts). ``cache=False``: never touch the disk caches."""
         overviews = [clean_overview(o) for o in overviews]  # lone surrogates would crash the tokenizers
-        return self.featurizer.transform(list(posters), overviews, progress=progress)
+        return self.featurizer.transform(list(posters), overviews, progress=progress, cache=cache)
 
     def scores(self, inputs: dict) -> np.ndarray:
         n = len(next(iter(inputs.values())))

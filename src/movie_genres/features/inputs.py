@@ -85,9 +85,10 @@ class PosterPixels:
     def fit(self, posters, overviews) -> "PosterPixels":
         return self
 
-    def transform(self, posters, overviews, progress: bool = True):
-        images, ok, problems = _poster_pixels(posters, self.image_size, default_cache_dir(self.cache_dir), self.workers,
-                                              progress, self.write_cache)
+    def transform(self, posters, overviews, progress: bool = True, cache: bool | None = None):
+        """``cache=False``: never touch the disk cache (read nor write)."""
+        cache_dir = default_cache_dir(self.cache_dir) if cache is not False else None
+        images, ok, problems = _poster_pixels(posters, self.image_size, cache_dir, self.workers, progress, self.write_cache)
         return {"poster": images}, ok, problems
 
     def save(self, run_dir: Path) -> None:
@@ -108,7 +109,7 @@ class OverviewTokens:
         self.vectorizer.fit([t for t in overviews if t])
         return self
 
-    def transform(self, posters, overviews, progress: bool = True):
+    def transform(self, posters, overviews, progress: bool = True, cache: bool | None = None):
         ok = np.array([bool(t and t.strip()) for t in overviews], dtype=bool)
         problems = Counter({"empty overview": int((~ok).sum())}) if (~ok).any() else Counter()
         return {"overview": self.vectorizer.transform([t or "" for t in overviews])}, ok, problems
@@ -174,18 +175,20 @@ class PretrainedFeatures:
             out["image_features"] = sum(get_encoder(e).dim for e in self.image_encoders)
         return out
 
-    def transform(self, posters, overviews, progress: bool = True):
+    def transform(self, posters, overviews, progress: bool = True, cache: bool | None = None):
+        """``cache``: read and write the disk caches (None: from ``CACHE_FROM`` films on; False: never)."""
         from movie_genres.features.encoders import cached_features, get_encoder
 
-        cache = default_cache_dir(self.cache_dir)
         n = len(posters)
         few = n < self.CACHE_FROM
+        use_cache = not few if cache is None else bool(cache)
+        cache_dir = default_cache_dir(self.cache_dir)
 
         def features(enc, items, idx):
             feats = np.zeros((n, enc.dim), dtype=np.float32)
             if len(idx):
-                feats[idx] = enc.encode(items) if few else cached_features(enc, items, cache, progress=progress,
-                                                                           write=self.write_cache)
+                feats[idx] = (cached_features(enc, items, cache_dir, progress=progress, write=self.write_cache) if use_cache
+                              else enc.encode(items))
             return feats
 
         inputs: dict[str, np.ndarray] = {}
@@ -198,13 +201,14 @@ class PretrainedFeatures:
             jobs["text_features"] = [(get_encoder(self.text_encoder), [overviews[i] for i in idx], idx)]
             problems["empty overview"] += int((~has_text).sum())
         if self.image_encoders:
-            # The encoders only ever see posters that decode. A few films are decoded once here and handed over as
-            # images; many are checked through the (cached, parallel) poster decoder and handed over as files, so
-            # their features are cached by file content. Both decode with open_poster: the same model inputs.
-            if few:
+            # The encoders only ever see posters that decode. Without the disk cache (a request's few films, or a
+            # catalogue's batch) posters are decoded once here and handed over as images; with it they are checked
+            # through the (cached, parallel) poster decoder and handed over as files, so their features are cached by
+            # file content. Both decode with open_poster: the same model inputs.
+            if not use_cache:
                 decoded, has_image, probs = _open_posters(posters)
             else:
-                _, has_image, probs = _poster_pixels(posters, 64, cache, self.workers, progress, self.write_cache)
+                _, has_image, probs = _poster_pixels(posters, 64, cache_dir, self.workers, progress, self.write_cache)
                 decoded = posters
             problems.update(probs)
             idx = np.flatnonzero(has_image)

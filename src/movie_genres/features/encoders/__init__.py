@@ -18,8 +18,8 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
-from movie_genres.features.encoders.base import Encoder, PosterEncoder, default_threads
-from movie_genres.features.encoders.cache import cache_path, cached_features, content_key, load_cache
+from movie_genres.features.encoders.base import Encoder, PosterEncoder, default_threads, onnx_cache_path
+from movie_genres.features.encoders.cache import add_to_cache, cache_path, cached_features, content_key, load_cache
 from movie_genres.features.encoders.efficientnet_lite import EfficientNetLiteEncoder
 from movie_genres.features.encoders.minilm import MiniLMEncoder
 from movie_genres.features.encoders.mpnet import MPNetEncoder
@@ -37,6 +37,8 @@ __all__ = [
     "known_encoders",
     "content_key",
     "cached_features",
+    "add_to_cache",
+    "onnx_cache_path",
     "cache_path",
     "load_cache",
     "default_threads",

@@ -12,11 +12,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-# Sleep, don't spin, when an OpenMP worker waits: on a few shared cores torch's spinning threads made 2-thread
-# EfficientNet ~7x slower than 1 thread under load (with PASSIVE, 2 threads beat 1 again).
-# Only takes effect if torch (libgomp) has not been loaded yet; set it in the environment to be sure.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import numpy as np  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -55,9 +50,45 @@ def ort_session(model: bytes, threads: int):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # same reason as OMP_WAIT_POLICY
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as OMP_WAIT_POLICY (movie_genres/__init__.py)
     opts.log_severity_level = 3
     return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+
+
+def safe_name(s: str) -> str:
+    """``s`` with anything but letters, digits and ``._-`` replaced, for file names."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", s)
+
+
+def onnx_cache_path(encoder: "Encoder") -> Path:
+    """Where ``encoder``'s exported ONNX bytes are kept: ``<cache>/onnx/``, keyed by encoder name+version and the
+    torch and onnx versions that export it."""
+    from movie_genres.io import default_cache_dir
+
+    tag = f"{encoder.name}-{encoder.version}-torch{pkg_version('torch')}-onnx{pkg_version('onnx')}"
+    return default_cache_dir() / "onnx" / f"{safe_name(tag)}.onnx"
+
+
+def cached_session(encoder: "Encoder", export):
+    """An onnxruntime session for ``encoder`` from its ONNX bytes, exported once (``export()``) and kept at
+    :func:`onnx_cache_path`: exporting costs seconds per process, so every later process (a Ray actor, a training
+    worker) loads the bytes instead. Bytes that do not load are exported again and replaced."""
+    from movie_genres.io import atomic_write
+
+    path = onnx_cache_path(encoder)
+    if path.is_file():
+        try:
+            return ort_session(path.read_bytes(), encoder.threads)
+        except Exception as exc:  # damaged or foreign: export again
+            log.warning("ONNX cache %s is unusable (%s); exporting again", path, exc)
+    onnx = export()
+    try:
+        atomic_write(path, lambda tmp: tmp.write_bytes(onnx))
+    except Exception as exc:  # a read-only cache only costs the next process the export
+        log.warning("cannot keep the exported ONNX model at %s: %s", path, exc)
+    return ort_session(onnx, encoder.threads)
 
 
 def export_onnx(module, example: tuple, input_names: list[str], dynamic_axes: dict) -> bytes:

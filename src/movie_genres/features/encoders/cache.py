@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,6 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from movie_genres.features.encoders.base import Encoder, exclusive, poster_image
+from movie_genres.features.encoders.base import safe_name as _safe
 from movie_genres.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -69,10 +69,6 @@ def _turned_by_exif(data: bytes) -> bool:
             return im.getexif().get(ExifTags.Base.Orientation, 1) != 1
     except Exception:  # noqa: BLE001 - not decodable: such a poster never reaches an encoder
         return False
-
-
-def _safe(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", s)
 
 
 def cache_path(encoder: Encoder, cache_dir: str | os.PathLike) -> Path:
@@ -149,6 +145,11 @@ def _merge_and_save(encoder: Encoder, cache_dir, new: dict[str, np.ndarray]) -> 
         keys = np.concatenate([keys, np.asarray(add, dtype=str)])
         feats = np.concatenate([feats, np.stack([new[k] for k in add]).astype(np.float32)])
         _save_cache(encoder, cache_dir, keys, feats)
+
+
+def add_to_cache(encoder: Encoder, cache_dir: str | os.PathLike, features: dict[str, np.ndarray]) -> None:
+    """Add ``{content key: features}`` rows computed elsewhere (``movie-genres encode`` on Ray) to ``encoder``'s cache."""
+    _merge_and_save(encoder, cache_dir, features)
 
 
 def cached_features(

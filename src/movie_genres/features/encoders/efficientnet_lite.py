@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from movie_genres.features.encoders.base import PosterEncoder, export_onnx, file_tag, ort_session, pkg_version
+from movie_genres.features.encoders.base import PosterEncoder, cached_session, export_onnx, file_tag, pkg_version
 
 
 def pooled_features(net):  # the class is made on first use, so importing this module does not import torch
@@ -92,8 +92,8 @@ class EfficientNetLiteEncoder(PosterEncoder):
             p.requires_grad_(False)
         # Run by onnxruntime: ~13-15 ms per 224x448 poster against ~26-35 ms for torch (docs/BENCHMARKS.md);
         # features move by ~1e-5 against torch's, hence "-ort" in the version.
-        onnx = export_onnx(pooled_features(model).eval(), (torch.zeros((1, 3, h, w)),), ["image"], {"image": {0: "batch"}})
-        self.session = ort_session(onnx, self.threads)
+        example = (torch.zeros((1, 3, h, w)),)
+        self.session = cached_session(self, lambda: export_onnx(pooled_features(model).eval(), example, ["image"], {"image": {0: "batch"}}))
 
     def preprocess(self, image) -> np.ndarray:
         from PIL import Image

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from movie_genres.features.encoders.base import Encoder, export_onnx, file_tag, ort_session, pkg_version, torch_threads
+from movie_genres.features.encoders.base import Encoder, cached_session, export_onnx, file_tag, pkg_version, torch_threads
 
 
 class MiniLMEncoder(Encoder):
@@ -67,8 +67,8 @@ class MiniLMEncoder(Encoder):
 
         names = ["input_ids", "attention_mask", "token_type_ids"]
         example = self.tokenizer(["a film", "another film about two friends"], padding=True, return_tensors="pt")
-        onnx = export_onnx(MeanPooled(bert).eval(), tuple(example[n] for n in names), names, {n: {0: "batch", 1: "tokens"} for n in names})
-        self.session = ort_session(onnx, self.threads)
+        axes = {n: {0: "batch", 1: "tokens"} for n in names}
+        self.session = cached_session(self, lambda: export_onnx(MeanPooled(bert).eval(), tuple(example[n] for n in names), names, axes))
 
     def _encode(self, items: list) -> np.ndarray:
         for t in items:

@@ -34,7 +34,7 @@ from typing import Iterable
 
 import numpy as np
 
-from movie_genres.features.encoders.base import Encoder, exclusive, export_onnx, ort_session, torch_threads
+from movie_genres.features.encoders.base import Encoder, cached_session, exclusive, export_onnx, torch_threads
 from movie_genres.io import write_json
 
 __all__ = ["MPNetEncoder", "MPNetInstallError", "MPNetIntegrityError", "PARTS", "INSTALL_COMMAND", "model_dir", "part_paths"]
@@ -286,10 +286,12 @@ class MPNetEncoder(Encoder):
 
         names = ["input_ids", "attention_mask"]
         example = self.tokenizer(["a film", "another film about two friends"], padding=True, return_tensors="pt")
-        with torch_threads(self.threads):
-            onnx = export_onnx(MeanPooled(net).eval(), tuple(example[n] for n in names), names,
-                                {n: {0: "batch", 1: "tokens"} for n in names})
-        self.session = ort_session(onnx, self.threads)
+        def export() -> bytes:
+            with torch_threads(self.threads):
+                return export_onnx(MeanPooled(net).eval(), tuple(example[n] for n in names), names,
+                                   {n: {0: "batch", 1: "tokens"} for n in names})
+
+        self.session = cached_session(self, export)
 
     def _encode(self, items: list) -> np.ndarray:
         for t in items:

@@ -1,0 +1,126 @@
+"""The one batch predictor: rows of a catalogue in, one output row per film out.
+
+Every batch path goes through :class:`BatchPredictor` (the local engine, each Ray actor). A film is read as one-film
+``predict`` reads it: its poster decoded by ``open_poster``, then the run's :class:`~movie_genres.predictor.Predictor`
+(the same featurizer, its encoders run ``batch_size`` films at a time, the same model), so both give the same
+probabilities. The disk feature cache is not read or written: a catalogue is new films. Posters are read and decoded in
+threads (file reads and Pillow release the GIL), the next batch while the current one is encoded.
+
+Output columns: ``Id``, ``prob_<genre>`` for every genre of the run (float32; null where skipped), ``genres`` (the
+decided list, at the run's tuned thresholds), ``inputs_used``, ``status`` (``ok``, ``partial: <reason>`` when the model
+answered from fewer inputs than it reads, ``skipped: <reason>`` when it had none it could use), ``model``, ``version``.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+
+from movie_genres.catalogue.read import read_poster
+from movie_genres.evaluation.metrics import decide
+from movie_genres.features.posters import PosterError, open_poster
+
+DEFAULT_BATCH = 64  # films decoded and encoded at once: MiniLM's batch, eight of EfficientNet's
+
+
+def output_schema(genres: list[str]) -> pa.Schema:
+    return pa.schema(
+        [("Id", pa.string())]
+        + [(f"prob_{g}", pa.float32()) for g in genres]
+        + [("genres", pa.list_(pa.string())), ("inputs_used", pa.list_(pa.string())), ("status", pa.string()),
+           ("model", pa.string()), ("version", pa.string()), ("_row", pa.int64())]
+    )
+
+
+def _decode(source: str | None):
+    """(RGB image or None, reason or None) for one poster source."""
+    if source is None:
+        return None, "no poster"
+    try:
+        return open_poster(read_poster(source)), None
+    except PosterError as exc:
+        return None, exc.reason
+
+
+class BatchPredictor:
+    """A loaded run answering whole tables of films (``read.INPUT_SCHEMA`` in, :func:`output_schema` out)."""
+
+    def __init__(self, predictor, batch_size: int = DEFAULT_BATCH, threads: int = 4):
+        if batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {batch_size}")
+        self.predictor, self.batch_size = predictor, int(batch_size)
+        self.reads = sorted(predictor.modalities, key=["poster", "overview"].index)
+        self.schema = output_schema(predictor.genres)
+        self.min_one = predictor.config.get("min_one_genre", True)
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="movie-genres-decode")
+        self._ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="movie-genres-next-batch")
+
+    def predict(self, rows: pa.Table, on_batch: Callable[[int], None] | None = None) -> pa.Table:
+        """Output rows for ``rows``, in order; ``on_batch(n)`` after each batch of ``n`` films."""
+        n = rows.num_rows
+        ids = rows.column("Id").to_pylist()
+        posters = rows.column("poster").to_pylist()
+        overviews = rows.column("overview").to_pylist()
+        notes = rows.column("note").to_pylist()
+        starts = list(range(0, n, self.batch_size))
+        probs = np.full((n, len(self.predictor.genres)), np.nan, dtype=np.float32)
+        decided = np.zeros(probs.shape, dtype=bool)
+        used: list[list[str]] = [[] for _ in range(n)]
+        status: list[str] = [""] * n
+
+        def decode(start: int):
+            if "poster" not in self.reads:
+                return None
+            return list(self._pool.map(_decode, posters[start : start + self.batch_size]))
+
+        pending = self._ahead.submit(decode, starts[0]) if starts else None
+        for k, start in enumerate(starts):
+            stop = min(n, start + self.batch_size)
+            decoded = pending.result()
+            pending = self._ahead.submit(decode, starts[k + 1]) if k + 1 < len(starts) else None
+            images = [d[0] for d in decoded] if decoded else [None] * (stop - start)
+            texts = [o or "" for o in overviews[start:stop]]
+            reasons = []  # per film: why each input it reads is unusable
+            for i in range(start, stop):
+                why = {}
+                if "poster" in self.reads and images[i - start] is None:
+                    why["poster"] = decoded[i - start][1]
+                if "overview" in self.reads and not overviews[i]:
+                    why["overview"] = notes[i] if notes[i] and "overview" in notes[i] else "no overview"
+                reasons.append(why)
+            inputs, usable, _ = self.predictor.transform(images, texts, cache=False)
+            mine = np.array([len(w) < len(self.reads) for w in reasons], dtype=bool)
+            usable = usable & mine
+            if usable.any():
+                p = self.predictor.scores({key: v[usable] for key, v in inputs.items()})
+                rows_ = start + np.flatnonzero(usable)
+                probs[rows_] = p
+                decided[rows_] = decide(p, self.predictor.thresholds_, self.min_one, self.predictor.trained).astype(bool)
+            for j, why in enumerate(reasons):
+                i = start + j
+                text = "; ".join(why[m] for m in self.reads if m in why)
+                if not usable[j]:
+                    status[i] = f"skipped: {text or 'unusable input'}"
+                    continue
+                used[i] = [m for m in self.reads if m not in why]
+                status[i] = f"partial: {text}" if text else "ok"
+            if on_batch is not None:
+                on_batch(stop - start)
+        genres = np.asarray(self.predictor.genres)
+        cols = {"Id": pa.array(ids, pa.string())}
+        ok = ~np.isnan(probs[:, 0]) if n else np.zeros(0, dtype=bool)
+        for g, column in zip(self.predictor.genres, probs.T):
+            cols[f"prob_{g}"] = pa.array(column, pa.float32(), mask=~ok)
+        cols["genres"] = pa.array([genres[d].tolist() for d in decided], pa.list_(pa.string()))
+        cols["inputs_used"] = pa.array(used, pa.list_(pa.string()))
+        cols["status"] = pa.array(status, pa.string())
+        cols["model"] = pa.array([self.predictor.model_name] * n, pa.string())
+        cols["version"] = pa.array([self.predictor.version] * n, pa.string())
+        cols["_row"] = rows.column("_row")
+        return pa.table(cols, schema=self.schema)
+
+    def close(self) -> None:
+        self._ahead.shutdown(wait=False)
+        self._pool.shutdown(wait=False)

@@ -1,0 +1,174 @@
+"""A catalogue's output: parts written atomically as they finish, then one table and its summary.
+
+For ``--output OUT.parquet`` (or ``OUT.csv``):
+
+- ``OUT.parquet.parts/stamp.json`` says which run (its files' sha256) and which input (the catalogue's fingerprint)
+  the parts belong to, and how many input rows a part holds;
+- ``OUT.parquet.parts/part-000000.parquet``, ... one per part, each written to a temporary name and renamed, so a part
+  file is there whole or not at all;
+- when every part is there, ``OUT.parquet`` is assembled from them in order (streamed, one part at a time), then
+  ``OUT.parquet.summary.json`` (the counts and the stamp), and the parts folder is removed.
+
+Run again with the same run and input, the same command continues from the parts that are there (no duplicate rows,
+none lost) or, if the output is complete, says so. Parts or an output from another run or input are refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from movie_genres.catalogue.errors import OutputMismatch
+from movie_genres.io import atomic_write, read_json, write_json
+
+STAMP_FORMAT = 1
+RUN_FILES = ("model.keras", "genres.json", "thresholds.json", "featurizer.json", "vocab.json", "config.json")
+FORMATS = (".parquet", ".csv")
+
+
+def run_fingerprint(run_dir: Path) -> dict:
+    """The run a prediction came from: its folder and the sha256 of the files that decide the answers."""
+    h = hashlib.sha256()
+    for name in RUN_FILES:
+        path = run_dir / name
+        if path.is_file():
+            h.update(name.encode() + b"\0")
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+    config = read_json(run_dir / "config.json")
+    return {"dir": str(run_dir.resolve()), "model": config.get("model", "?"), "sha256": h.hexdigest()}
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a["run"]["sha256"] == b["run"]["sha256"] and a["input"] == b["input"]
+
+
+class PartStore:
+    """The parts folder of one output, and the assembled output."""
+
+    def __init__(self, output: str | Path, run: dict, source: dict, part_rows: int):
+        self.output = Path(output)
+        if self.output.suffix.lower() not in FORMATS:
+            raise ValueError(f"--output {self.output}: give a .parquet or .csv file name")
+        self.parts_dir = self.output.with_name(self.output.name + ".parts")
+        self.summary_path = self.output.with_name(self.output.name + ".summary.json")
+        self.stamp = {"format": STAMP_FORMAT, "run": run, "input": source, "part_rows": int(part_rows)}
+
+    def _refuse(self, where: Path, theirs: dict | None) -> OutputMismatch:
+        if theirs is None:
+            what = "was not written by movie-genres predict"
+        else:
+            diff = []
+            if theirs.get("run", {}).get("sha256") != self.stamp["run"]["sha256"]:
+                diff.append(f"by run {theirs.get('run', {}).get('dir')} ({theirs.get('run', {}).get('model')}), not {self.stamp['run']['dir']}")
+            if theirs.get("input") != self.stamp["input"]:
+                diff.append(f"from {theirs.get('input', {}).get('path')}, not {self.stamp['input']['path']}"
+                            + (" (same path, other content)" if theirs.get("input", {}).get("path") == self.stamp["input"]["path"] else ""))
+            what = "was written " + " and ".join(diff)
+        return OutputMismatch(f"{where} {what}; give another --output, or delete {where} to start again")
+
+    def begin(self) -> str:
+        """"complete" (nothing to do), "resume" (parts there) or "fresh"; raises :class:`OutputMismatch`."""
+        stamp_path = self.parts_dir / "stamp.json"
+        if self.parts_dir.is_dir() and not stamp_path.exists() and not any(self.parts_dir.glob("part-*")):
+            shutil.rmtree(self.parts_dir)  # stopped before its stamp was written: nothing in it to keep
+        if self.parts_dir.exists():
+            try:
+                theirs = read_json(stamp_path)
+            except (OSError, ValueError):
+                theirs = None
+            if theirs is None or theirs.get("format") != STAMP_FORMAT or not _same(theirs, self.stamp):
+                raise self._refuse(self.parts_dir, theirs)
+            self.stamp["part_rows"] = theirs["part_rows"]  # parts keep the size they were started with
+            return "resume"
+        if self.output.exists():
+            try:
+                theirs = read_json(self.summary_path)["stamp"]
+            except (OSError, ValueError, KeyError, TypeError):
+                theirs = None
+            if theirs is None or not _same(theirs, self.stamp):
+                raise self._refuse(self.output, theirs)
+            return "complete"
+        write_json(stamp_path, self.stamp)
+        return "fresh"
+
+    @property
+    def part_rows(self) -> int:
+        return self.stamp["part_rows"]
+
+    def _part_path(self, index: int) -> Path:
+        return self.parts_dir / f"part-{index:06d}.parquet"
+
+    def has(self, index: int, rows: int) -> bool:
+        """Whether part ``index`` is written whole with its ``rows`` rows (a part that does not read back is redone)."""
+        path = self._part_path(index)
+        if not path.is_file():
+            return False
+        try:
+            return pq.read_metadata(path).num_rows == rows
+        except (OSError, pa.ArrowException):
+            return False
+
+    def write(self, index: int, table: pa.Table) -> None:
+        atomic_write(self._part_path(index), lambda tmp: pq.write_table(table, tmp))
+
+    def status_counts(self) -> Counter:
+        counts: Counter = Counter()
+        for path in sorted(self.parts_dir.glob("part-*.parquet")):
+            counts.update(pq.read_table(path, columns=["status"]).column("status").to_pylist())
+        return counts
+
+    def assemble(self, schema: pa.Schema, parts: list[int], summary: dict) -> dict:
+        """Write the output from ``parts`` (in order), then the summary; remove the parts folder."""
+        schema = pa.schema([f for f in schema if not f.name.startswith("_")])
+        csv = self.output.suffix.lower() == ".csv"
+
+        def tables():
+            for index in parts:
+                path = self._part_path(index)
+                if path.is_file():
+                    yield pq.read_table(path).select(schema.names)
+
+        def write(tmp: Path) -> None:
+            if csv:
+                import pyarrow.csv as pacsv
+
+                flat = _csv_schema(schema)
+                with pacsv.CSVWriter(tmp, flat, write_options=pacsv.WriteOptions(quoting_header="none")) as w:
+                    for t in tables():
+                        w.write_table(_for_csv(t, flat))
+            else:
+                with pq.ParquetWriter(tmp, schema) as w:
+                    for t in tables():
+                        w.write_table(t.cast(schema))
+
+        atomic_write(self.output, write)
+        summary = {**summary, "stamp": self.stamp}
+        write_json(self.summary_path, summary)
+        shutil.rmtree(self.parts_dir, ignore_errors=True)
+        return summary
+
+    def read_summary(self) -> dict:
+        shutil.rmtree(self.parts_dir, ignore_errors=True)  # left over if the last run stopped after assembling
+        return read_json(self.summary_path)
+
+
+def _csv_schema(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([(f.name, pa.string()) if pa.types.is_list(f.type) else f for f in schema])
+
+
+def _for_csv(table: pa.Table, flat: pa.Schema) -> pa.Table:
+    """List columns as JSON text (``["Comedy", "Drama"]``), which CSV cannot hold otherwise."""
+    cols = []
+    for f in table.schema:
+        col = table.column(f.name)
+        if pa.types.is_list(f.type):
+            col = pa.array([json.dumps(v) for v in col.to_pylist()], pa.string())
+        cols.append(col)
+    return pa.table(cols, schema=flat)
