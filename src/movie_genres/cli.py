@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("run_dir")
     pr.add_argument("--poster", help="poster image file")
     pr.add_argument("--overview", help="plot summary text")
+    pr.add_argument("--explain", action="store_true", help="also say why: overview words and poster regions by how much "
+                    "they move each decided genre, and each genre from the poster alone / the overview alone (JSON)")
+    pr.add_argument("--genre", action="append", help="with --explain: explain this genre (repeatable; default: the decided ones)")
 
     r = sub.add_parser("report", help="one HTML report comparing runs")
     r.add_argument("runs", nargs="+")
@@ -71,7 +74,12 @@ def main(argv: list[str] | None = None) -> int:
             m = mg.evaluate(args.run_dir, args.data, args.output)
             print(json.dumps({k: v for k, v in m.items() if k not in ("per_genre", "baselines")}, indent=2))
         elif args.verb == "predict":
-            print(json.dumps(mg.predict(args.run_dir, args.poster, args.overview), indent=2))
+            if args.genre and not args.explain:
+                raise ValueError("--genre needs --explain")
+            if args.explain:
+                print(json.dumps(mg.explain(args.run_dir, args.poster, args.overview, args.genre), indent=2))
+            else:
+                print(json.dumps(mg.predict(args.run_dir, args.poster, args.overview), indent=2))
         elif args.verb == "report":
             print(mg.report(args.runs, args.output, args.data))
         elif args.verb == "serve":
