@@ -8,7 +8,7 @@ probability from the poster alone and from the overview alone.
 
 Cost: all word-dropped overviews go through the featurizer together, all occluded posters together, and every
 variant through the model in one ``scores`` call. Where the model reads both inputs, each variant is encoded for the
-input it changes only; the other input's model inputs are copied from the film's own.
+input it changes only, and the film's own poster and overview once each; the other input's model inputs are copied.
 
 Example:
     >>> from movie_genres.explanation import word_spans
@@ -86,15 +86,10 @@ def explain(predictor, poster=None, overview: str | None = None, genres=None, gr
     film_poster = poster if reads_poster else None
     film_overview = overview if reads_overview else None
 
-    # the film itself, and (both inputs) each input alone
-    base_posters, base_overviews = [film_poster], [film_overview]
-    if both:
-        base_posters += [poster, None]
-        base_overviews += [None, overview]
-    base, base_ok, problems = predictor.transform(base_posters, base_overviews)
+    # the film, and (both inputs) each input alone
+    base, base_ok, problems, poster_keys, overview_keys = _film_rows(predictor, film_poster, film_overview)
     if not base_ok[0]:
         raise ValueError(f"model '{predictor.model_name}' cannot read this film ({', '.join(problems) or 'no input'})")
-    poster_keys, overview_keys = _input_keys(base, both)
 
     spans = word_spans(film_overview)[:max_words] if reads_overview else []
     parts = [(base, base_ok)]
@@ -173,17 +168,31 @@ def _check_genres(predictor, genres) -> list[str]:
     return out
 
 
-def _input_keys(base: dict, both: bool) -> tuple[list[str], list[str]]:
-    """The model inputs that carry the poster and those that carry the overview, read off the film's rows (0: both
-    inputs, 1: poster only, 2: overview only): an input that changes when the overview is left out is the overview's.
-    Empty where the model reads one input, or where the two are not separable (an input that depends on both)."""
-    if not both:
-        return [], []
-    poster_keys = [k for k, v in base.items() if not np.array_equal(v[0], v[2])]
-    overview_keys = [k for k, v in base.items() if not np.array_equal(v[0], v[1])]
+def _film_rows(predictor, poster, overview):
+    """Model inputs of the film (row 0) and, where the model reads both inputs and the film has both, of the poster
+    alone (row 1) and the overview alone (row 2); plus the input names that carry the poster and the overview.
+
+    The names are read off the featurizer's output: an input that differs between the poster alone and no input at
+    all is the poster's. Where each input has its own names (every featurizer here), the film's row is the two alone
+    put together, so each input is encoded once; otherwise (no names: one input, or inputs that mix) it is encoded.
+    """
+    if poster is None or overview is None:
+        inputs, ok, problems = predictor.transform([poster], [overview])
+        return inputs, ok, problems, [], []
+    alone, ok, problems = predictor.transform([poster, None, None], [None, overview, None])
+    poster_keys = [k for k, v in alone.items() if not np.array_equal(v[0], v[2])]
+    overview_keys = [k for k, v in alone.items() if not np.array_equal(v[1], v[2])]
     if set(poster_keys) & set(overview_keys):
-        return [], []
-    return poster_keys, overview_keys
+        film, film_ok, problems = predictor.transform([poster], [overview])
+        poster_keys, overview_keys = [], []
+    else:
+        film = {k: v[2:3].copy() for k, v in alone.items()}
+        for keys, row in ((poster_keys, 0), (overview_keys, 1)):
+            for k in keys:
+                film[k] = alone[k][row : row + 1]
+        film_ok = ok[:1] | ok[1:2]
+    inputs = {k: np.concatenate([film[k], alone[k][:2]]) for k in alone}
+    return inputs, np.concatenate([film_ok, ok[:2]]), problems, poster_keys, overview_keys
 
 
 def _variants(predictor, posters: list, overviews: list, base: dict, keep: list[str]):
