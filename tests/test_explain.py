@@ -107,7 +107,7 @@ def test_planted_word_and_patch_rank_first_in_few_batched_calls():
     assert heat[rows // 2 :, cols // 2 :].min() > heat[: rows // 2].max() + 0.01  # the patch's cells, and only they
     m = h["by_modality"]
     assert m["both"] == h["probability"] and m["overview"] < m["both"] and m["poster"] < m["both"]
-    # one film, 12 words and 24 cells: 3 featurizer calls (film, words, cells) and one pass through the model
+    # one film, 12 words and 15 cells: 3 featurizer calls (film, words, cells) and one pass through the model
     assert p.calls["scores"] == 1 and p.calls["transform"] == 3
     assert p.calls["rows"] == 3 + len(out["words"]) + rows * cols
 
