@@ -11,7 +11,19 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 __version__ = "0.1.0"
 
-from movie_genres.api import GenreClassifier, encode, evaluate, predict, predict_batch, report, serve, train, train_all  # noqa: E402
+from movie_genres.api import (  # noqa: E402
+    GenreClassifier,
+    encode,
+    evaluate,
+    explain,
+    predict,
+    predict_batch,
+    report,
+    serve,
+    train,
+    train_all,
+)
 from movie_genres.predictor import Predictor  # noqa: E402
 
-__all__ = ["GenreClassifier", "Predictor", "encode", "evaluate", "predict", "predict_batch", "report", "serve", "train", "train_all", "__version__"]
+__all__ = ["GenreClassifier", "Predictor", "encode", "evaluate", "explain", "predict", "predict_batch", "report", "serve", "train",
+           "train_all", "__version__"]

@@ -170,6 +170,28 @@ def encode(data=None, manifest=None, encoders=None, engine: str = "local", batch
     return encode_catalogue(data, manifest, encoders, engine, batch_size, actors, address, progress)
 
 
+def explain(run_dir, poster=None, overview: str | None = None, genres=None) -> dict:
+    """Why one film gets its genres: overview words and poster regions by how much they move each genre, and each
+    genre's probability from the poster alone, the overview alone and both (see :mod:`movie_genres.explanation`).
+
+    ``run_dir``: a run folder or a loaded :class:`~movie_genres.predictor.Predictor`; ``genres``: the genres to explain
+    (default: the decided ones).
+
+    Example:
+        >>> explain("runs/main", overview="A ghost haunts a family.")["explanations"]["Horror"]["words"][0]  # doctest: +SKIP
+        {'i': 1, 'text': 'ghost', 'weight': 0.21}
+    """
+    from movie_genres.explanation import explain as _explain
+    from movie_genres.features.posters import open_poster
+    from movie_genres.predictor import Predictor
+
+    if poster is None and not (overview or "").strip():
+        raise ValueError("give a poster, an overview, or both")
+    image = open_poster(poster) if poster is not None else None
+    predictor = run_dir if isinstance(run_dir, Predictor) else Predictor.load(run_dir)
+    return _explain(predictor, image, overview, genres)
+
+
 def evaluate(run_dir, data=None, output=None) -> dict:
     """Score ``run_dir`` on every usable film of ``data`` (for example one it has never seen); JSON to ``output``.
 

@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     text = pr.add_mutually_exclusive_group()
     text.add_argument("--overview", help="plot summary text")
     text.add_argument("--overview-file", metavar="PATH", help="read the overview from a UTF-8 text file ('-': standard input)")
+    pr.add_argument("--explain", action="store_true", help="also say why: overview words and poster regions by how much "
+                    "they move each decided genre, and each genre from the poster alone / the overview alone (JSON)")
+    pr.add_argument("--genre", action="append", help="with --explain: explain this genre (repeatable; default: the decided ones)")
     _catalogue_options(pr, "predict")
 
     en = sub.add_parser("encode", help="fill the feature cache that train reads with a catalogue's encoder features")
@@ -141,10 +144,15 @@ def main(argv: list[str] | None = None) -> int:
         elif args.verb == "predict":
             if args.output or args.engine != "local":
                 raise ValueError("--output and --engine are for a catalogue: give --data DIR or --manifest FILE")
-            result = mg.predict(args.run_dir, args.poster, _overview(args))
-            for warning in result.get("warnings", ()):
-                print(f"movie-genres predict: warning: {warning}", file=sys.stderr)
-            print(json.dumps(result, indent=2))
+            if args.genre and not args.explain:
+                raise ValueError("--genre needs --explain")
+            if args.explain:
+                print(json.dumps(mg.explain(args.run_dir, args.poster, _overview(args), args.genre), indent=2))
+            else:
+                result = mg.predict(args.run_dir, args.poster, _overview(args))
+                for warning in result.get("warnings", ()):
+                    print(f"movie-genres predict: warning: {warning}", file=sys.stderr)
+                print(json.dumps(result, indent=2))
         elif args.verb == "report":
             print(mg.report(args.runs, args.output, args.data))
         elif args.verb == "serve":

@@ -39,7 +39,7 @@ LIBRARIES = (
 )
 # Modules that only read finished runs (serve, predict, evaluate, the report, the command line) or only schedule
 # `train` calls (a run's thread count is in its config): changing them cannot change what a run computes.
-NOT_COMPUTING = ("service", "reporting", "catalogue", "predictor.py", "explain.py", "cli.py", "api.py", "__main__.py",
+NOT_COMPUTING = ("service", "reporting", "catalogue", "predictor.py", "explanation.py", "cli.py", "api.py", "__main__.py",
                  "training/parallel.py")
 # Files a finished run does not need (they exist to resume an interrupted one).
 RESUME_ONLY = (runs.CHECKPOINT, runs.LAST)
