@@ -324,7 +324,9 @@ def test_exported_onnx_is_kept_and_loaded_by_later_processes(tmp_path, monkeypat
     feats = first.encode([image])
     path = encoders.onnx_cache_path(first)
     assert path.is_file() and path.parent == tmp_path / "onnx" and path.name.startswith(first.name)
-    monkeypatch.setattr(encoders, "_export_onnx", lambda *a, **k: pytest.fail("exported again"))
+    from movie_genres.features.encoders import efficientnet_lite
+
+    monkeypatch.setattr(efficientnet_lite, "export_onnx", lambda *a, **k: pytest.fail("exported again"))
     np.testing.assert_allclose(encoders.EfficientNetLiteEncoder(0, "full", size=96).encode([image]), feats, atol=1e-6)
     monkeypatch.undo()
     monkeypatch.setenv("MOVIE_GENRES_CACHE", str(tmp_path))
