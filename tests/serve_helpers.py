@@ -51,12 +51,14 @@ class FakePredictor:
         self.fail = fail
         self.answer = answer  # if set, returned as is (to test bad predictor output)
         self.calls = 0
+        self.transforms = 0  # transform calls (explanations)
         self.seen: collections.deque[tuple[Image.Image | None, str | None]] = collections.deque(maxlen=8)  # last inputs
         self.featurizer = types.SimpleNamespace(write_cache=True)  # the service turns the feature cache off
 
     def reset(self) -> None:
         """Forget the calls so far (the service's warm-up film among them)."""
         self.calls = 0
+        self.transforms = 0
         self.seen.clear()
 
     def _probabilities(self, poster: Image.Image | None, overview: str | None) -> dict[str, float]:
@@ -88,6 +90,39 @@ class FakePredictor:
 
     def predict_many(self, items: list[tuple[Image.Image | None, str | None]]) -> list[dict[str, Any]]:
         return [self.predict_one(poster, overview) for poster, overview in items]
+
+    # what movie_genres.explanation.explain calls: a small deterministic linear model over poster pixels and words
+    thresholds_ = [0.5] * len(GENRES)
+    trained = [True] * len(GENRES)
+    config: dict[str, Any] = {}
+    WORDS = 64  # hashed bag of words
+
+    def transform(self, posters: list, overviews: list) -> tuple[dict[str, Any], Any, dict]:
+        import numpy as np
+
+        self.transforms += 1
+        n = len(posters)
+        pix = np.zeros((n, 3 * 6 * 4), dtype=np.float32)
+        words = np.zeros((n, self.WORDS), dtype=np.float32)
+        ok = np.zeros(n, dtype=bool)
+        for i, (p, t) in enumerate(zip(posters, overviews)):
+            if p is not None and "poster" in self.modalities:
+                pix[i] = np.asarray(p.convert("RGB").resize((4, 6), Image.BILINEAR), dtype=np.float32).ravel() / 255
+                ok[i] = True
+            if t and t.strip() and "overview" in self.modalities:
+                for w in t.lower().split():
+                    words[i, zlib.crc32(w.strip(".,;:!?").encode()) % self.WORDS] += 1.0
+                ok[i] = True
+        return {"pixels": pix, "words": words}, ok, {}
+
+    def scores(self, inputs: dict[str, Any]) -> Any:
+        import numpy as np
+
+        rng = np.random.default_rng(7)
+        wp = rng.normal(0, 1.5, (inputs["pixels"].shape[1], len(self.genres)))
+        ww = rng.normal(0, 1.5, (self.WORDS, len(self.genres)))
+        z = inputs["pixels"] @ wp / 8 + inputs["words"] @ ww - 1.0
+        return 1 / (1 + np.exp(-z))
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -99,7 +99,9 @@ def test_genres(client: TestClient) -> None:
 
 def test_openapi_documents_both_predict_endpoints(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
-    assert {"/predict", "/predict/batch", "/health", "/genres"} <= set(spec["paths"])
+    assert {"/predict", "/predict/batch", "/explain", "/health", "/genres"} <= set(spec["paths"])
+    explain_form = spec["paths"]["/explain"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert {"poster", "overview", "genre"} <= set(explain_form["properties"])
     batch = spec["paths"]["/predict/batch"]["post"]
     assert "poster_<i>" in batch["description"] and "overview_<i>" in batch["description"]
     form = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
@@ -429,6 +431,81 @@ def test_bad_limits_are_refused() -> None:
         create_app(FakePredictor(), max_batchs=4)
     with pytest.raises(ValueError, match="at most 40,000,000"):
         create_app(FakePredictor(), max_image_pixels=50_000_000)
+
+
+# ---------------------------------------------------------------------------------------------------- /explain
+
+
+def test_explain_poster_and_overview(client: TestClient, predictor: FakePredictor) -> None:
+    from movie_genres.explanation import GRID, explain, word_spans
+
+    data = image_bytes(size=(60, 90))
+    r = post(client, poster_part(data), overview_part(OVERVIEW), path="/explain")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == "fake" and body["inputs_used"] == ["poster", "overview"]
+    assert body["words"] == word_spans(OVERVIEW) and body["grid"] == list(GRID)
+    assert list(body["explanations"]) == body["genres"] and body["genres"]
+    for e in body["explanations"].values():
+        assert sorted(w["i"] for w in e["words"]) == list(range(len(body["words"])))
+        assert [w["weight"] for w in e["words"]] == sorted((w["weight"] for w in e["words"]), reverse=True)
+        assert len(e["heatmap"]) == GRID[0] and all(len(row) == GRID[1] for row in e["heatmap"])
+        assert set(e["by_modality"]) == {"poster", "overview", "both"} and e["by_modality"]["both"] == e["probability"]
+    # the poster went through the same decode as /predict's, and the answer is explanation.explain's
+    assert body == json.loads(json.dumps(explain(predictor, decode_poster(data, Limits()), OVERVIEW)))
+    alive(client)
+
+
+def test_explain_one_input_and_asked_genres(client: TestClient) -> None:
+    r = post(client, overview_part(OVERVIEW), ("genre", "Horror, Drama", None, None), path="/explain")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert list(body["explanations"]) == ["Horror", "Drama"] and body["grid"] is None
+    assert all(e["heatmap"] is None and e["by_modality"] is None and e["words"] for e in body["explanations"].values())
+    r = post(client, poster_part(image_bytes()), path="/explain")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["words"] == [] and body["inputs_used"] == ["poster"]
+    assert all(e["words"] == [] and e["heatmap"] for e in body["explanations"].values())
+
+
+EXPLAIN_BAD_INPUTS = {
+    "unknown genre": ([overview_part(OVERVIEW), ("genre", "Horrror", None, None)], 422, ["unknown genre", "Horrror"]),
+    "genre field too long": ([overview_part(OVERVIEW), ("genre", "Drama," * 1000, None, None)], 422, ["genre"]),
+    "unknown field": ([overview_part(OVERVIEW), ("genres", "Drama", None, None)], 422, ["genres"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS) + list(EXPLAIN_BAD_INPUTS))
+def test_explain_refuses_bad_input_like_predict(client: TestClient, predictor: FakePredictor, case: str) -> None:
+    parts, status, words = {**BAD_INPUTS, **EXPLAIN_BAD_INPUTS}[case]
+    if case == "field name not UTF-8":
+        body, headers = multipart_body(("ovXX", "x", None, None))
+        r = client.post("/explain", content=body.replace(b"ovXX", b"ov\xff"), headers=headers)
+    else:
+        r = post(client, *parts, path="/explain")
+    refused(r, status, *words)
+    assert predictor.transforms == 0
+    alive(client)
+
+
+def test_explain_limits_and_modalities() -> None:
+    with started(create_app(FakePredictor(modalities=("overview",)), max_upload_bytes=64 * 1024)) as c:
+        refused(post(c, poster_part(b"\xff\xd8\xff" + b"\0" * 65 * 1024), path="/explain"), 413, "limit")
+        refused(post(c, poster_part(image_bytes()), path="/explain"), 422, "reads only the overview")
+        refused(post(c, overview_part("x" * 5001), path="/explain"), 422, "5000")
+        assert c.app.state.predictor.transforms == 0
+        r = post(c, poster_part(image_bytes()), overview_part(OVERVIEW), path="/explain")
+        assert r.status_code == 200 and r.json()["inputs_used"] == ["overview"]
+
+
+def test_explain_model_failure_is_a_500(predictor: FakePredictor, monkeypatch: pytest.MonkeyPatch) -> None:
+    with started(create_app(predictor), raise_server_exceptions=False) as c:
+        monkeypatch.setattr(predictor, "scores", lambda inputs: 1 / 0)
+        refused(post(c, overview_part(OVERVIEW), path="/explain"), 500, "ZeroDivisionError")
+        monkeypatch.setattr(predictor, "scores", lambda inputs: inputs["words"][:, :1] * 0 + [[float("nan")] * 25])
+        refused(post(c, overview_part(OVERVIEW), path="/explain"), 500, "nan")
+        alive(c)
 
 
 # ---------------------------------------------------------------------------------------------------- /predict/batch

@@ -6,6 +6,8 @@ Endpoints (see also ``GET /docs`` and ``GET /openapi.json``):
   answers the Predictor's dict: every genre's probability, the decided genres, the inputs used, model and version.
 * ``POST /predict/batch`` - multipart form with indexed fields ``poster_0``, ``overview_0``, ``poster_1``, ... ;
   film *i* is made of ``poster_<i>`` and/or ``overview_<i>``; answers ``{"results": [one dict per film, in order]}``.
+* ``POST /explain`` - the same form plus an optional ``genre`` (names, comma separated): for each decided (or asked)
+  genre, the overview's words and a grid over the poster weighted by occlusion, and the genre from each input alone.
 * ``GET /health`` (503 ``"loading"`` until the model has answered a warm-up film), ``GET /genres``, ``GET /`` (the
   page), ``GET /docs`` (offline API page).
 
@@ -33,7 +35,21 @@ from PIL import Image
 from movie_genres.service import routes
 from movie_genres.service.limits import DEFAULT_CONCURRENCY, make_limits
 from movie_genres.service.multipart import ApiError
-from movie_genres.service.schemas import BATCH_DOC, ERRORS, HEALTH_ERRORS, PREDICT_DOC, BatchPrediction, Genres, Health, Prediction, batch_form, predict_form
+from movie_genres.service.schemas import (
+    BATCH_DOC,
+    ERRORS,
+    EXPLAIN_DOC,
+    HEALTH_ERRORS,
+    PREDICT_DOC,
+    BatchPrediction,
+    Explanation,
+    Genres,
+    Health,
+    Prediction,
+    batch_form,
+    explain_form,
+    predict_form,
+)
 
 log = logging.getLogger("movie_genres.service")
 
@@ -128,7 +144,8 @@ def create_app(predictor: Any, **limits: int) -> FastAPI:
         description=(f"Predicts a film's genres ({len(genres)} genres, multi-label) from its poster and/or overview. "
                      f"Model `{model_name}` {version}, reads: {', '.join(modalities)}.\n\n"
                      "`POST /predict` takes one film, `POST /predict/batch` several (indexed form fields "
-                     "`poster_<i>` / `overview_<i>`), both as multipart/form-data. The web page is at `/`.\n\n"
+                     "`poster_<i>` / `overview_<i>`), both as multipart/form-data; `POST /explain` says why (same form, optional "
+                     "`genre`). The web page is at `/`.\n\n"
                      "Errors are JSON `{\"detail\": \"...\"}`: 400 malformed multipart, 413 too large (upload, "
                      "request, pixels), 415 not multipart, 422 bad input, 500 model failure. `/health` is 503 "
                      "until the model has warmed up."),
@@ -151,6 +168,9 @@ def create_app(predictor: Any, **limits: int) -> FastAPI:
     app.add_api_route("/predict/batch", routes.predict_batch, methods=["POST"], response_model=BatchPrediction,
                       responses=ERRORS, summary="Genres of several films", description=BATCH_DOC,
                       openapi_extra=batch_form(checked))
+    app.add_api_route("/explain", routes.explain, methods=["POST"], response_model=Explanation, responses=ERRORS,
+                      summary="Why one film got its genres", description=EXPLAIN_DOC,
+                      openapi_extra=explain_form(checked))
     app.add_api_route("/health", routes.health, methods=["GET"], response_model=Health, responses=HEALTH_ERRORS,
                       summary="Is the service ready, and which model does it serve")
     app.add_api_route("/genres", routes.list_genres, methods=["GET"], response_model=Genres,

@@ -23,7 +23,7 @@ from movie_genres.features import posters
 from movie_genres.features.posters import PosterError
 from movie_genres.service.limits import Limits
 from movie_genres.service.multipart import ApiError, Part, mb, read_form, strict_utf8
-from movie_genres.service.schemas import answer_json
+from movie_genres.service.schemas import answer_json, explanation_json
 
 log = logging.getLogger("movie_genres.service")
 
@@ -232,6 +232,52 @@ async def predict_batch(request: Request) -> JSONResponse:
     results = [_finish(a) for a in answers]
     return JSONResponse({"model": state.model_name, "version": state.version, "count": len(results),
                          "results": results})
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# explanation
+
+
+def _genre_names(part: Part | None, state: Any) -> list[str] | None:
+    """The ``genre`` field: one name or several separated by commas; None (the decided genres) when absent or blank."""
+    if part is None:
+        return None
+    names = [g.strip() for g in strict_utf8(part.data, "the genre field").split(",") if g.strip()]
+    for g in names:
+        if g not in state.genres:
+            raise ApiError(422, f"unknown genre {g!r}; GET /genres lists them")
+    return names or None
+
+
+async def explain(request: Request) -> JSONResponse:
+    """Same form as /predict, plus an optional ``genre``: why the model gave each (decided or asked) genre."""
+    from movie_genres.explanation import explain as explain_film  # lazy: needs numpy and the features stack
+
+    state = request.app.state
+    limits: Limits = state.limits
+
+    def classify(name: str, filename: str | None) -> tuple[int, Callable[[], ApiError]]:
+        if name == "poster":
+            return limits.max_upload_bytes, _too_big_upload("", name, limits)
+        if name == "overview":
+            return 4 * limits.max_overview_chars + 8, _too_long_overview("", limits)
+        if name == "genre":
+            return 4096, lambda: ApiError(422, "the genre field is too long; send genre names from GET /genres")
+        raise ApiError(422, f"unknown field {name!r}; send 'poster' (file) and/or 'overview' (text), and optionally "
+                            "'genre' (names, comma separated)")
+
+    parts = await read_form(request, classify, limits.max_predict_body)
+    film = film_from_parts("", parts.get("poster"), parts.get("overview"), limits)
+    genres = _genre_names(parts.get("genre"), state)
+    _check_modalities(state, film)
+    await run_in_threadpool(_decode, state, [film])
+    answer = await run_in_threadpool(
+        _run_model, state, lambda: explain_film(state.predictor, film.image, film.overview, genres), "an explanation")
+    try:
+        return JSONResponse(explanation_json(answer))
+    except ValueError as exc:
+        log.error("bad explanation: %s", exc)
+        raise ApiError(500, f"the model gave an unusable explanation: {exc}") from None
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -26,6 +26,39 @@ class BatchPrediction(BaseModel):
     results: list[Prediction] = Field(description="one prediction per film, in index order")
 
 
+class WordSpan(BaseModel):
+    text: str
+    start: int = Field(description="offset of the word's first character in the overview (code points)")
+    end: int
+
+
+class WordWeight(BaseModel):
+    i: int = Field(description="index into the answer's words")
+    text: str
+    weight: float = Field(description="the genre's probability minus its probability without this word")
+
+
+class GenreExplanation(BaseModel):
+    probability: float
+    threshold: float
+    decided: bool
+    words: list[WordWeight] = Field(description="the overview's words, largest weight first ([] without an overview)")
+    heatmap: list[list[float]] | None = Field(description="rows x columns: the genre's probability minus its "
+                                                          "probability with that poster cell greyed out")
+    by_modality: dict[str, float] | None = Field(description="the genre's probability from the poster alone, the "
+                                                             "overview alone and both (models reading both inputs)")
+
+
+class Explanation(BaseModel):
+    model: str
+    version: str
+    inputs_used: list[str]
+    genres: list[str] = Field(description="the decided genres")
+    words: list[WordSpan] = Field(description="the overview's words with their character offsets")
+    grid: list[int] | None = Field(description="[rows, columns] of the poster heatmap, or null without a poster")
+    explanations: dict[str, GenreExplanation] = Field(description="one per decided genre, or per genre asked for")
+
+
 class Health(BaseModel):
     status: str = Field(description='"ok" once the model has answered a warm-up film; "loading" before that, '
                                     '"error" if the warm-up failed (both with HTTP 503)')
@@ -76,6 +109,13 @@ bad the whole batch is refused and the message names the film.
 `curl -F poster_0=@a.jpg -F overview_0="..." -F overview_1="..." -F poster_2=@c.png http://127.0.0.1:8000/predict/batch`
 """
 
+EXPLAIN_DOC = """Why the model gave a film its genres, by occlusion: each overview word dropped and each cell of a grid
+over the poster greyed out in turn, all in a few batched forward passes. The same form as `POST /predict`, plus an
+optional `genre` field (one genre name or several, comma separated; default: the decided genres).
+
+`curl -F poster=@poster.jpg -F overview="A retired hitman..." -F genre=Action http://127.0.0.1:8000/explain`
+"""
+
 
 def _multipart_body(properties: dict[str, Any], pattern: dict[str, Any] | None = None) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
@@ -89,6 +129,15 @@ def predict_form(limits: Limits) -> dict[str, Any]:
     return _multipart_body({
         "poster": {"type": "string", "format": "binary", "description": "poster image file"},
         "overview": {"type": "string", "maxLength": limits.max_overview_chars, "description": "plot summary (UTF-8)"}})
+
+
+def explain_form(limits: Limits) -> dict[str, Any]:
+    """OpenAPI request body of ``POST /explain``."""
+    body = predict_form(limits)
+    props = body["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    props["genre"] = {"type": "string", "description": "genre names to explain, comma separated (default: the "
+                                                       "decided genres)"}
+    return body
 
 
 def batch_form(limits: Limits) -> dict[str, Any]:
@@ -123,4 +172,12 @@ def answer_json(answer: Any) -> dict[str, Any]:
     out = _jsonable(answer)
     if not isinstance(out, dict) or not isinstance(out.get("probabilities"), dict) or "genres" not in out:
         raise ValueError(f"the predictor returned {type(answer).__name__}, not a dict with probabilities and genres")
+    return out
+
+
+def explanation_json(answer: Any) -> dict[str, Any]:
+    """An explanation as plain JSON; ``ValueError`` if it is not one (or holds NaN/inf)."""
+    out = _jsonable(answer)
+    if not isinstance(out, dict) or not isinstance(out.get("explanations"), dict) or "words" not in out:
+        raise ValueError(f"the explainer returned {type(answer).__name__}, not a dict with explanations and words")
     return out
