@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import hashlib
 import io
 import random
 import socket
@@ -37,7 +36,9 @@ GENRES = [
 class FakePredictor:
     """The Predictor interface (docs/ARCHITECTURE.md) with deterministic probabilities that depend on the inputs.
 
-    The same poster pixels and overview always give the same answer; different inputs give different answers.
+    The same poster pixels and overview always give the same answer; different inputs give different answers. The
+    model is a fixed linear one over a 4x6 thumbnail and hashed words, behind ``transform``/``scores`` too, so
+    explanations (which call those) agree with ``predict_one``.
     ``fail=True`` makes every call raise (a model failure); ``calls`` counts predict_one calls; ``seen`` keeps the last 8 inputs.
     The service's warm-up is one predict_one call: ``reset()`` forgets it.
     """
@@ -62,13 +63,8 @@ class FakePredictor:
         self.seen.clear()
 
     def _probabilities(self, poster: Image.Image | None, overview: str | None) -> dict[str, float]:
-        digest = hashlib.sha256()
-        if poster is not None and "poster" in self.modalities:
-            digest.update(b"poster" + repr(poster.size).encode() + poster.tobytes())
-        if overview is not None and "overview" in self.modalities:
-            digest.update(b"overview" + overview.encode("utf-8"))
-        rng = random.Random(digest.digest())
-        return {g: rng.random() ** 2 for g in self.genres}  # mostly low, a few high, like a real model
+        inputs, _, _ = self._features([poster], [overview])
+        return {g: float(p) for g, p in zip(self.genres, self.scores(inputs)[0])}
 
     def predict_one(self, poster: Image.Image | None = None, overview: str | None = None) -> dict[str, Any]:
         self.calls += 1
@@ -91,16 +87,19 @@ class FakePredictor:
     def predict_many(self, items: list[tuple[Image.Image | None, str | None]]) -> list[dict[str, Any]]:
         return [self.predict_one(poster, overview) for poster, overview in items]
 
-    # what movie_genres.explanation.explain calls: a small deterministic linear model over poster pixels and words
+    # the model, also what movie_genres.explanation.explain calls: a fixed linear model over poster pixels and words
     thresholds_ = [0.5] * len(GENRES)
     trained = [True] * len(GENRES)
     config: dict[str, Any] = {}
     WORDS = 64  # hashed bag of words
 
     def transform(self, posters: list, overviews: list) -> tuple[dict[str, Any], Any, dict]:
+        self.transforms += 1
+        return self._features(posters, overviews)
+
+    def _features(self, posters: list, overviews: list) -> tuple[dict[str, Any], Any, dict]:
         import numpy as np
 
-        self.transforms += 1
         n = len(posters)
         pix = np.zeros((n, 3 * 6 * 4), dtype=np.float32)
         words = np.zeros((n, self.WORDS), dtype=np.float32)
@@ -121,7 +120,7 @@ class FakePredictor:
         rng = np.random.default_rng(7)
         wp = rng.normal(0, 1.5, (inputs["pixels"].shape[1], len(self.genres)))
         ww = rng.normal(0, 1.5, (self.WORDS, len(self.genres)))
-        z = inputs["pixels"] @ wp / 8 + inputs["words"] @ ww - 1.0
+        z = inputs["pixels"] @ wp / 4 + inputs["words"] @ ww - 2.5  # mostly low, a few high, like a real model
         return 1 / (1 + np.exp(-z))
 
 

@@ -83,6 +83,68 @@ def read_bars(page: Any) -> list[dict[str, Any]]:
         "text: e.querySelector('.bar-value').textContent}))")
 
 
+def read_explanation(page: Any) -> dict[str, Any]:
+    """What the page's explanation card shows: the genre, each word's mark, each heatmap cell, the modality bars."""
+    return page.eval_on_selector("#explanation", """root => {
+        const alpha = (e) => { const m = getComputedStyle(e).backgroundColor.match(/rgba?\\(([^)]*)\\)/);
+                               const v = m ? m[1].split(",").map(Number) : [];
+                               return v.length === 4 ? v[3] : (v.length === 3 ? 1 : 0); };
+        return {
+          genre: root.dataset.genre,
+          selected: [...root.querySelectorAll(".xp-genre[aria-selected=true]")].map(b => b.dataset.genre),
+          buttons: [...root.querySelectorAll(".xp-genre")].map(b => b.dataset.genre),
+          words: [...root.querySelectorAll(".xp-word")].map(m => ({i: Number(m.dataset.i), text: m.textContent,
+                                                                  weight: Number(m.dataset.weight), alpha: alpha(m)})),
+          text: (root.querySelector(".xp-words") || {}).textContent || null,
+          cells: [...root.querySelectorAll(".xp-cell")].map(c => ({row: Number(c.dataset.row), col: Number(c.dataset.col),
+                                                                  weight: Number(c.dataset.weight), alpha: alpha(c)})),
+          grid: (() => { const g = root.querySelector(".xp-grid"); if (!g) return null;
+                         const s = getComputedStyle(g); return [s.gridTemplateRows.split(" ").length,
+                                                                s.gridTemplateColumns.split(" ").length]; })(),
+          poster: (root.querySelector(".xp-poster img") || {}).src || null,
+          modalities: Object.fromEntries([...root.querySelectorAll(".xp-modality")].map(
+              li => [li.dataset.modality, Number(li.dataset.prob)])),
+        };
+    }""")
+
+
+def check_explanation(shown: dict[str, Any], exp: dict[str, Any], answer: dict[str, Any]) -> None:
+    """The explanation card matches POST /explain: highlighted words, the heatmap grid and the modality bars."""
+    assert list(exp["explanations"]) == answer["genres"]
+    genre = shown["genre"]
+    assert genre in exp["explanations"], (genre, list(exp["explanations"]))
+    assert shown["selected"] == ([genre] if len(answer["genres"]) > 1 else [])
+    assert sorted(shown["buttons"]) == (sorted(answer["genres"]) if len(answer["genres"]) > 1 else [])
+    e = exp["explanations"][genre]
+    if e["words"]:
+        weights = {w["i"]: w["weight"] for w in e["words"]}
+        assert [w["text"] for w in shown["words"]] == [s["text"] for s in exp["words"]]
+        assert all(math.isclose(w["weight"], weights[w["i"]], abs_tol=1e-9) for w in shown["words"])
+        top = e["words"][0]  # the word that moved the genre most
+        warm = [w["alpha"] for w in shown["words"] if w["weight"] >= 0]
+        if top["weight"] > 0:
+            assert shown["words"][top["i"]]["alpha"] == max(warm) > 0, (top, shown["words"])
+        assert shown["text"] and all(w["text"] in shown["text"] for w in shown["words"])
+    else:
+        assert shown["words"] == []
+    if e["heatmap"] is not None:
+        rows, cols = exp["grid"]
+        assert shown["grid"] == [rows, cols] and len(shown["cells"]) == rows * cols
+        for c in shown["cells"]:
+            assert math.isclose(c["weight"], e["heatmap"][c["row"]][c["col"]], abs_tol=1e-9), c
+        strongest = max(abs(v) for row in e["heatmap"] for v in row)
+        if strongest > 0:
+            top_cell = max(shown["cells"], key=lambda c: abs(c["weight"]))
+            assert top_cell["alpha"] == max(c["alpha"] for c in shown["cells"]) > 0
+        assert shown["poster"] and shown["poster"].startswith("blob:")
+    else:
+        assert shown["cells"] == [] and shown["poster"] is None
+    if e["by_modality"] is not None:
+        assert shown["modalities"] == pytest.approx(e["by_modality"], abs=1e-9)
+    else:
+        assert shown["modalities"] == {}
+
+
 def check_page(browser: Any, base_url: str, poster: Path | None, overview: str | None, out_dir: Path,
                viewport: tuple[int, int] = (1280, 900), publish: bool = False) -> dict[str, Any]:
     """Fill the page like a user, wait for the bars, check them against POST /predict; returns that answer.
@@ -108,8 +170,15 @@ def check_page(browser: Any, base_url: str, poster: Path | None, overview: str |
             page.fill("#overview-input", overview)
         page.click("#predict-btn")
         page.wait_for_selector("#results[data-state=done]", timeout=60_000)
+        page.wait_for_selector("#explain-card[data-state=done]", timeout=60_000)  # drawn after the prediction
         page.wait_for_timeout(600)  # let the bar transition finish before the screenshot
         bars = read_bars(page)
+        shown = read_explanation(page)
+        other = None
+        switch = page.query_selector(f"#explanation .xp-genre:not([data-genre='{shown['genre']}'])")
+        if switch is not None:  # the genre selector re-draws in place
+            switch.click()
+            other = read_explanation(page)
         decided_chips = page.eval_on_selector_all("#decided-genres .chip", "els => els.map(e => e.dataset.genre)")
         inputs = page.eval_on_selector_all(
             "#inputs-used .input-chip", "els => Object.fromEntries(els.map(e => [e.dataset.input, e.dataset.used]))")
@@ -123,6 +192,13 @@ def check_page(browser: Any, base_url: str, poster: Path | None, overview: str |
     expected = httpx.post(base_url + "/predict", files=files, data=data, timeout=120)
     assert expected.status_code == 200, expected.text
     answer = expected.json()
+
+    expected = httpx.post(base_url + "/explain", files=files, data=data, timeout=120)
+    assert expected.status_code == 200, expected.text
+    check_explanation(shown, expected.json(), answer)
+    if other is not None:
+        check_explanation(other, expected.json(), answer)
+        assert other["genre"] != shown["genre"]
 
     probs = answer["probabilities"]
     assert [b["genre"] for b in bars] == sorted(probs, key=lambda g: (-probs[g], g))  # every genre, sorted

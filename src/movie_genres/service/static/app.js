@@ -1,4 +1,5 @@
-// movie-genres page: pick a poster and/or paste an overview, POST /predict, draw every genre as a probability bar.
+// movie-genres page: pick a poster and/or paste an overview, POST /predict, draw every genre as a probability bar;
+// then POST /explain in the background and draw why (explain.js), without holding up the prediction.
 // No dependencies. Everything the server sends is written with textContent (never innerHTML).
 "use strict";
 
@@ -21,6 +22,8 @@
   let modalities = ["poster", "overview"];
   let poster = null; // the chosen File
   let previewUrl = null;
+  let explainSeq = 0; // the latest explanation asked for; an older answer that arrives late is dropped
+  let explainUrl = null; // the explained poster's object URL (kept apart from the preview, which may change)
 
   // ------------------------------------------------------------------ model badge and limits
   // /health is 503 while the model warms up ("loading") or if its warm-up failed ("error"): ask again until it is up.
@@ -121,6 +124,7 @@
       showError("Choose a poster or paste an overview (or both).");
       return;
     }
+    resetExplanation();
     const data = new FormData();
     if (poster) data.append("poster", poster, poster.name || "poster");
     if (text) data.append("overview", text);
@@ -138,6 +142,7 @@
         throw Object.assign(new Error(detail), { status: r.status });
       }
       render(body, { poster: !!poster, overview: !!text }, performance.now() - started);
+      explainFilm(data, poster, text, body);
     } catch (err) {
       results.dataset.state = $("result-body").hidden ? "empty" : "stale";
       showError(err.message || String(err), err.status);
@@ -156,7 +161,51 @@
     $("empty-state").hidden = false;
     $("timing").textContent = "";
     results.dataset.state = "empty";
+    resetExplanation();
   });
+
+  // ------------------------------------------------------------------ explanation
+  function resetExplanation() {
+    explainSeq += 1;
+    if (explainUrl) URL.revokeObjectURL(explainUrl);
+    explainUrl = null;
+    const card = $("explain-card");
+    card.hidden = true;
+    card.dataset.state = "empty";
+    $("explanation").replaceChildren();
+    $("explain-status").textContent = "";
+    $("explain-timing").textContent = "";
+  }
+
+  // Not awaited by the submit handler: the prediction is on screen while this runs.
+  async function explainFilm(data, file, text, answer) {
+    resetExplanation();
+    const seq = explainSeq;
+    const card = $("explain-card");
+    if (file) explainUrl = URL.createObjectURL(file);
+    card.hidden = false;
+    card.dataset.state = "loading";
+    $("explain-status").textContent = "Working out which words and parts of the poster moved each genre…";
+    const probs = answer.probabilities || {};
+    const top = [...(answer.genres || [])].sort((a, b) => (probs[b] ?? 0) - (probs[a] ?? 0))[0];
+    const started = performance.now();
+    try {
+      const r = await fetch("/explain", { method: "POST", body: data });
+      let body = null;
+      try { body = await r.json(); } catch (_) { /* not JSON */ }
+      if (seq !== explainSeq) return;
+      if (!r.ok) throw new Error(body && typeof body.detail === "string" ? body.detail : `HTTP ${r.status}`);
+      const shown = window.MovieGenresExplain.render($("explanation"), body,
+        { overview: text, posterSrc: explainUrl, genre: top });
+      $("explain-status").textContent = shown ? "" : "Nothing to explain.";
+      $("explain-timing").textContent = `${Math.round(performance.now() - started)} ms`;
+      card.dataset.state = "done";
+    } catch (err) {
+      if (seq !== explainSeq) return;
+      card.dataset.state = "error";
+      $("explain-status").textContent = `No explanation: ${err.message || err}`;
+    }
+  }
 
   // ------------------------------------------------------------------ results
   function render(answer, sent, ms) {
