@@ -118,9 +118,9 @@ class FakePredictor:
         import numpy as np
 
         rng = np.random.default_rng(7)
-        wp = rng.normal(0, 1.5, (inputs["pixels"].shape[1], len(self.genres)))
-        ww = rng.normal(0, 1.5, (self.WORDS, len(self.genres)))
-        z = inputs["pixels"] @ wp / 4 + inputs["words"] @ ww - 2.5  # mostly low, a few high, like a real model
+        wp = rng.normal(0, 0.5, (inputs["pixels"].shape[1], len(self.genres)))
+        ww = rng.normal(0, 0.5, (self.WORDS, len(self.genres)))
+        z = inputs["pixels"] @ wp + inputs["words"] @ ww - 2.0  # mostly low, a few high, like a real model
         return 1 / (1 + np.exp(-z))
 
 

@@ -108,8 +108,10 @@ def read_explanation(page: Any) -> dict[str, Any]:
     }""")
 
 
-def check_explanation(shown: dict[str, Any], exp: dict[str, Any], answer: dict[str, Any]) -> None:
-    """The explanation card matches POST /explain: highlighted words, the heatmap grid and the modality bars."""
+def check_explanation(shown: dict[str, Any], exp: dict[str, Any], answer: dict[str, Any], signal: bool = False) -> None:
+    """The explanation card matches POST /explain: highlighted words, the heatmap grid and the modality bars.
+
+    ``signal``: the shown genre must have a word (if the overview was read) and a poster cell that moved it."""
     assert list(exp["explanations"]) == answer["genres"]
     genre = shown["genre"]
     assert genre in exp["explanations"], (genre, list(exp["explanations"]))
@@ -121,6 +123,7 @@ def check_explanation(shown: dict[str, Any], exp: dict[str, Any], answer: dict[s
         assert [w["text"] for w in shown["words"]] == [s["text"] for s in exp["words"]]
         assert all(math.isclose(w["weight"], weights[w["i"]], abs_tol=1e-9) for w in shown["words"])
         top = e["words"][0]  # the word that moved the genre most
+        assert top["weight"] > 0 or not signal, e["words"]
         warm = [w["alpha"] for w in shown["words"] if w["weight"] >= 0]
         if top["weight"] > 0:
             assert shown["words"][top["i"]]["alpha"] == max(warm) > 0, (top, shown["words"])
@@ -133,6 +136,7 @@ def check_explanation(shown: dict[str, Any], exp: dict[str, Any], answer: dict[s
         for c in shown["cells"]:
             assert math.isclose(c["weight"], e["heatmap"][c["row"]][c["col"]], abs_tol=1e-9), c
         strongest = max(abs(v) for row in e["heatmap"] for v in row)
+        assert strongest > 0 or not signal, e["heatmap"]
         if strongest > 0:
             top_cell = max(shown["cells"], key=lambda c: abs(c["weight"]))
             assert top_cell["alpha"] == max(c["alpha"] for c in shown["cells"]) > 0
@@ -146,8 +150,9 @@ def check_explanation(shown: dict[str, Any], exp: dict[str, Any], answer: dict[s
 
 
 def check_page(browser: Any, base_url: str, poster: Path | None, overview: str | None, out_dir: Path,
-               viewport: tuple[int, int] = (1280, 900), publish: bool = False) -> dict[str, Any]:
-    """Fill the page like a user, wait for the bars, check them against POST /predict; returns that answer.
+               viewport: tuple[int, int] = (1280, 900), publish: bool = False, signal: bool = False) -> dict[str, Any]:
+    """Fill the page like a user, wait for the bars and the explanation, check them against POST /predict and POST
+    /explain (``signal``: see :func:`check_explanation`); returns the prediction.
 
     Also checks that the page loads nothing from outside the service and logs no errors; saves ``page.png`` in
     ``out_dir`` and, with ``publish`` and MG_SCREENSHOT_OUT set, copies it there.
@@ -183,6 +188,8 @@ def check_page(browser: Any, base_url: str, poster: Path | None, overview: str |
         inputs = page.eval_on_selector_all(
             "#inputs-used .input-chip", "els => Object.fromEntries(els.map(e => [e.dataset.input, e.dataset.used]))")
         screenshot = out_dir / "page.png"
+        page.evaluate("window.scrollTo(0, 0)")  # the genre switch scrolled; the poster card is sticky
+        page.wait_for_timeout(100)
         page.screenshot(path=str(screenshot), full_page=True)
     finally:
         page.close()
@@ -195,9 +202,9 @@ def check_page(browser: Any, base_url: str, poster: Path | None, overview: str |
 
     expected = httpx.post(base_url + "/explain", files=files, data=data, timeout=120)
     assert expected.status_code == 200, expected.text
-    check_explanation(shown, expected.json(), answer)
+    check_explanation(shown, expected.json(), answer, signal)
     if other is not None:
-        check_explanation(other, expected.json(), answer)
+        check_explanation(other, expected.json(), answer, signal)
         assert other["genre"] != shown["genre"]
 
     probs = answer["probabilities"]
@@ -220,7 +227,8 @@ def check_page(browser: Any, base_url: str, poster: Path | None, overview: str |
 
 
 def test_page_shows_the_same_answer_as_the_api(browser: Any, fake_server: str, tmp_path: Path) -> None:
-    answer = check_page(browser, fake_server, make_poster(tmp_path / "poster.jpg"), OVERVIEW, tmp_path, publish=True)
+    answer = check_page(browser, fake_server, make_poster(tmp_path / "poster.jpg"), OVERVIEW, tmp_path, publish=True,
+                        signal=True)
     assert answer["inputs_used"] == ["poster", "overview"]
 
 
@@ -229,7 +237,7 @@ def test_page_with_one_input(browser: Any, fake_server: str, tmp_path: Path, wit
                              with_overview: bool) -> None:
     poster = make_poster(tmp_path / "poster.jpg") if with_poster else None
     answer = check_page(browser, fake_server, poster, OVERVIEW if with_overview else None, tmp_path,
-                        viewport=(420, 900))
+                        viewport=(420, 900), signal=True)
     assert answer["inputs_used"] == (["poster"] if with_poster else ["overview"])
 
 
