@@ -270,6 +270,36 @@ def test_page_shows_server_refusals(browser: Any, fake_server: str, tmp_path: Pa
         page.close()
 
 
+def test_the_explanation_loads_after_the_prediction(browser: Any, tmp_path: Path) -> None:
+    """The prediction is shown (and the page usable) while the explanation is still being worked out."""
+    gate = threading.Event()
+
+    class SlowExplainer(FakePredictor):
+        def scores(self, inputs):
+            if len(inputs["words"]) > 1:  # an explanation's batch of variants, not a prediction
+                assert gate.wait(30)
+            return super().scores(inputs)
+
+    with running_server(create_app(SlowExplainer())) as url:
+        page = browser.new_page()
+        try:
+            page.goto(url + "/")
+            page.wait_for_selector("#model-badge[data-state=up]", timeout=15_000)
+            page.fill("#overview-input", OVERVIEW)
+            page.click("#predict-btn")
+            page.wait_for_selector("#results[data-state=done]", timeout=15_000)
+            assert page.get_attribute("#explain-card", "data-state") == "loading"
+            assert page.is_enabled("#predict-btn") and len(read_bars(page)) == 25
+            gate.set()
+            page.wait_for_selector("#explain-card[data-state=done]", timeout=15_000)
+            assert page.eval_on_selector_all("#explanation .xp-word", "els => els.length") == len(OVERVIEW.split())
+            page.click("#clear-btn")
+            assert page.is_hidden("#explain-card")
+        finally:
+            gate.set()
+            page.close()
+
+
 def test_page_waits_for_the_model_to_warm_up(browser: Any) -> None:
     gate = threading.Event()
 
