@@ -18,7 +18,6 @@ larger for the top-ranked than for the random deletion (ties count as not larger
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 
