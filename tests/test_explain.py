@@ -10,7 +10,13 @@ from conftest import write_dataset
 from PIL import Image
 
 from movie_genres.data.dataset import GENRES
-from movie_genres.explanation import GRID, explain, occluded_posters, without_span, word_spans
+from movie_genres.explanation import (
+    GRID,
+    explain,
+    occluded_posters,
+    without_span,
+    word_spans,
+)
 
 HORROR = GENRES.index("Horror")
 PLANT = "zombie"
