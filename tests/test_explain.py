@@ -6,15 +6,15 @@ import json
 
 import numpy as np
 import pytest
+from conftest import write_dataset
 from PIL import Image
 
-from conftest import write_dataset
 from movie_genres.data.dataset import GENRES
 from movie_genres.explanation import GRID, explain, occluded_posters, without_span, word_spans
 
 HORROR = GENRES.index("Horror")
 PLANT = "zombie"
-FILLER = "a the story of man woman city night day house friend town old young world".split()
+FILLER = ["a", "the", "story", "of", "man", "woman", "city", "night", "day", "house", "friend", "town", "old", "young", "world"]
 OTHER = {"Comedy": "funny laugh joke silly", "Drama": "family grief life struggle", "Romance": "love kiss wedding heart"}
 
 
