@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
-from conftest import write_dataset
 from PIL import Image
 
+from conftest import write_dataset
 from movie_genres.data.dataset import GENRES
 from movie_genres.explanation import GRID, explain, occluded_posters, without_span, word_spans
 
