@@ -98,16 +98,9 @@ def report(run_dirs, output="report.html", data=None) -> Path:
     return write_report(expanded, output, data_dir=data)
 
 
-def predict(run_dir, poster=None, overview: str | None = None) -> dict:
-    """Genres of one film from a poster file and/or an overview.
-
-    A poster that cannot be used (unreadable, truncated, too large, ...) does not stop a model that also reads the
-    overview: it answers from the overview, and the answer's ``warnings`` say why the poster was left out. A model that
-    reads only posters raises :class:`~movie_genres.features.posters.PosterError`.
-
-    Example:
-        >>> predict("runs/main", poster="poster.jpg", overview="Two friends rob a bank.")["genres"]  # doctest: +SKIP
-    """
+def _one_film(run_dir, poster, overview):
+    """(predictor, decoded poster or None, warnings) for one film: a poster that cannot be used is left out with a
+    warning when the model also reads the overview, and raises :class:`PosterError` when it does not."""
     from PIL import Image
 
     from movie_genres.data.text import has_surrogates
@@ -129,12 +122,26 @@ def predict(run_dir, poster=None, overview: str | None = None) -> dict:
             problem = PosterError("poster too large", str(exc))
     if problem is not None and not (overview or "").strip():
         raise problem
-    pred = Predictor.load(run_dir)
+    pred = run_dir if isinstance(run_dir, Predictor) else Predictor.load(run_dir)
     if problem is not None:
         if "overview" not in pred.modalities:
             detail = str(problem).split(": ", 1)[-1] + (f" ({poster})" if isinstance(poster, (str, Path)) else "")
             raise PosterError(problem.reason, f"{detail}; model '{pred.model_name}' reads only the poster")
         warnings.append(f"the poster was not used ({problem}); the genres come from the overview alone")
+    return pred, image, warnings
+
+
+def predict(run_dir, poster=None, overview: str | None = None) -> dict:
+    """Genres of one film from a poster file and/or an overview.
+
+    A poster that cannot be used (unreadable, truncated, too large, ...) does not stop a model that also reads the
+    overview: it answers from the overview, and the answer's ``warnings`` say why the poster was left out. A model that
+    reads only posters raises :class:`~movie_genres.features.posters.PosterError`.
+
+    Example:
+        >>> predict("runs/main", poster="poster.jpg", overview="Two friends rob a bank.")["genres"]  # doctest: +SKIP
+    """
+    pred, image, warnings = _one_film(run_dir, poster, overview)
     result = pred.predict_one(image, overview)
     if warnings:
         result["warnings"] = warnings + result.get("warnings", [])
@@ -182,14 +189,12 @@ def explain(run_dir, poster=None, overview: str | None = None, genres=None) -> d
         {'i': 1, 'text': 'ghost', 'weight': 0.21}
     """
     from movie_genres.explanation import explain as _explain
-    from movie_genres.features.posters import open_poster
-    from movie_genres.predictor import Predictor
 
-    if poster is None and not (overview or "").strip():
-        raise ValueError("give a poster, an overview, or both")
-    image = open_poster(poster) if poster is not None else None
-    predictor = run_dir if isinstance(run_dir, Predictor) else Predictor.load(run_dir)
-    return _explain(predictor, image, overview, genres)
+    predictor, image, warnings = _one_film(run_dir, poster, overview)
+    result = _explain(predictor, image, overview, genres)
+    if warnings:
+        result["warnings"] = warnings
+    return result
 
 
 def evaluate(run_dir, data=None, output=None) -> dict:
