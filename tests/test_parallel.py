@@ -37,6 +37,7 @@ def test_last_line_follows_progress_bars(tmp_path):
     assert last_line(tmp_path / "missing.log") == ""
 
 
+@pytest.mark.slow
 def test_parallel_job_trains_the_same_runs_as_one_at_a_time(tmp_path, tiny_data, tiny_config, cache_dir, caplog):
     caplog.set_level(logging.INFO, logger="movie_genres")  # workers log at the caller's level
     settings = {**tiny_config, "cache_dir": cache_dir, "threads": 1}
@@ -57,6 +58,7 @@ def test_parallel_job_trains_the_same_runs_as_one_at_a_time(tmp_path, tiny_data,
     assert (par / "report.html").exists() and json.loads((par / "best.json").read_text())["run"] in MODELS
 
 
+@pytest.mark.slow
 def test_a_failed_model_stops_only_the_models_that_need_it(tmp_path, tiny_data, tiny_config, cache_dir):
     settings = {**tiny_config, "cache_dir": cache_dir, "threads": 1}
     kwargs = {m: dict(data=tiny_data, out=tmp_path / m, **settings) for m in ("cnn", "text", "late")}

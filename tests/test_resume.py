@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from conftest import synthetic_rows, write_dataset
 
@@ -22,6 +23,7 @@ def _train_cmd(data, out, cache):
             f"cache_dir={cache}", *ARGS]
 
 
+@pytest.mark.slow
 def test_kill_and_resume_matches_a_straight_run(tmp_path, cache_dir):
     data = write_dataset(tmp_path / "data", synthetic_rows(160, seed=5))
     env = {**os.environ, "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "torch")}
