@@ -67,6 +67,7 @@ def test_train_evaluate_predict_report(tmp_path, tiny_data, cache_dir):
         (["train", "--model", "cnx"], "did you mean 'cnn'"),
         (["train", "--model", "cnn", "--data", "/nonexistent", "epochs=1"], "does not exist"),
         (["train", "--model", "cnn", "epoch=1"], "did you mean 'epochs'"),
+        (["train", "--model", "text,cnx"], "did you mean 'cnn'"),
         (["train", "--model", "cnn", "epochs"], "key=value"),
         (["evaluate", "/nonexistent-run"], "does not exist"),
         (["predict", "/nonexistent-run", "--overview", "x"], "does not exist"),
@@ -79,6 +80,16 @@ def test_bad_arguments_give_one_clear_line(capsys, args, message):
     code, err = in_process(capsys, *args)
     errors = [line for line in err.splitlines() if line.startswith("movie-genres") and ": error: " in line]
     assert code == 2 and len(errors) == 1 and message in errors[0] and "Traceback" not in err, err
+
+
+def test_a_comma_list_of_models_is_one_job(capsys, monkeypatch, tmp_path):
+    import movie_genres as mg
+
+    seen = {}
+    monkeypatch.setattr(mg, "train_all", lambda data, out, epochs, **kw: seen.update(kw, out=out) or tmp_path)
+    code, err = in_process(capsys, "train", "--model", "text, image,ensemble", "--out", tmp_path, "text_encoder=mpnet")
+    assert code == 0, err
+    assert seen["models"] == ["text", "image", "ensemble"] and seen["text_encoder"] == "mpnet" and seen["out"] == str(tmp_path)
 
 
 def test_read_only_output_folder_is_one_clear_error(tmp_path, tiny_data):

@@ -16,13 +16,13 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", required=True)
 
     t = sub.add_parser("train", help="train a model (or --model all) into a new run folder")
-    t.add_argument("--model", default="cnn", help=" | ".join(MODELS + ("all",)))
+    t.add_argument("--model", default="cnn", help=" | ".join(MODELS + ("all",)) + ", or several as a comma list (trained as one job, like all)")
     t.add_argument("--data", help="dataset folder (default: ../shared/data/multimodal-imdb)")
     t.add_argument("--out", help="run folder (default runs/<model>; never overwritten)")
     t.add_argument("--epochs", type=int, help="maximum epochs (early stopping may stop sooner)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     t.add_argument("--retrain", action="store_true", help="train even when the run cache holds the identical finished run")
-    t.add_argument("--jobs", type=int, help="with --model all: models trained at once, each in its own process "
+    t.add_argument("--jobs", type=int, help="with --model all (or a list): models trained at once, each in its own process "
                    "(default 2 where there are 2 cores; 1 trains them in turn here, with progress bars)")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. augment=false lstm_units=256,128")
 
@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     from movie_genres.data.dataset import DataError
     from movie_genres.features.posters import PosterError
     from movie_genres.io import OutputError
+    from movie_genres.models.registry import MODELS
     from movie_genres.predictor import RunError
     from movie_genres.training.parallel import TrainingFailed
 
@@ -131,8 +132,10 @@ def main(argv: list[str] | None = None) -> int:
             epochs = args.epochs if args.epochs is not None else overrides.pop("epochs", None)
             if args.resume:
                 run = mg.train(resume=args.resume, data=args.data, epochs=epochs)
-            elif args.model == "all":
-                run = mg.train_all(args.data, args.out or "runs/main", epochs, reuse=not args.retrain, jobs=args.jobs, **overrides)
+            elif args.model == "all" or "," in args.model:
+                models = MODELS if args.model == "all" else [m.strip() for m in args.model.split(",") if m.strip()]
+                run = mg.train_all(args.data, args.out or "runs/main", epochs, models=models, reuse=not args.retrain,
+                                   jobs=args.jobs, **overrides)
             else:
                 run = mg.train(args.model, args.data, args.out, epochs, reuse=not args.retrain, **overrides)
             print(run)
