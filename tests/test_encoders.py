@@ -235,6 +235,19 @@ def test_given_keys_are_used_and_checked(tmp_path):
         cached_features(enc, ["x"], tmp_path, keys=["a", "b"])
 
 
+def test_overviews_are_batched_by_length_and_answered_in_order(tmp_path):
+    enc = FakeEncoder()
+    enc.batch_size = 2
+    texts = ["a" * 9, "b", "a" * 5, "cc", "a" * 7, "ddd"]
+    np.testing.assert_array_equal(enc.encode(texts), _expected(texts))
+    assert enc.calls == [["b", "cc"], ["ddd", "aaaaa"], ["aaaaaaa", "aaaaaaaaa"]]  # each batch pads to similar lengths
+    enc.calls.clear()
+    # the feature cache encodes what it lacks in the same order, and answers in the caller's order
+    out = cached_features(enc, texts, tmp_path, batch_size=4, progress=False)
+    np.testing.assert_array_equal(out, _expected(texts))
+    assert [t for c in enc.calls for t in c] == sorted(texts, key=len)
+
+
 def test_batch_split_does_not_change_cached_features(tmp_path):
     enc = get_encoder("minilm")
     one = cached_features(enc, TEXTS, tmp_path / "a", batch_size=5, progress=False)

@@ -190,17 +190,28 @@ class Encoder:
                 log.info("loaded encoder %s (%s) in %.1fs", self.name, self.version, time.perf_counter() - t0)
         return self
 
+    def batch_order(self, items: Sequence[Any]) -> list[int]:
+        """The order in which ``items`` are best encoded: overviews by length, so each batch pads to similar lengths
+        (1.4x faster for mpnet; the features differ by ~1e-8 from any other batching); other items as given."""
+        if self.modality == "overview":
+            return sorted(range(len(items)), key=lambda i: len(items[i]) if isinstance(items[i], str) else 0)
+        return list(range(len(items)))
+
     def encode(self, items: Sequence[Any]) -> np.ndarray:
         items = list(items)
         if not items:
             return np.zeros((0, self.dim), dtype=np.float32)
         self.load()
+        order = self.batch_order(items)
+        ordered = [items[i] for i in order]
         out = []
-        for start in range(0, len(items), self.batch_size):
-            out.append(self._encode(items[start : start + self.batch_size]))
-        feats = np.concatenate(out, axis=0).astype(np.float32, copy=False)
-        if feats.shape != (len(items), self.dim):
-            raise RuntimeError(f"{self.name}: expected features of shape {(len(items), self.dim)}, got {feats.shape}")
+        for start in range(0, len(ordered), self.batch_size):
+            out.append(self._encode(ordered[start : start + self.batch_size]))
+        got = np.concatenate(out, axis=0)
+        if got.shape != (len(items), self.dim):
+            raise RuntimeError(f"{self.name}: expected features of shape {(len(items), self.dim)}, got {got.shape}")
+        feats = np.empty((len(items), self.dim), dtype=np.float32)
+        feats[order] = got
         return feats
 
     # -- for subclasses

@@ -191,6 +191,7 @@ def cached_features(
         from tqdm.auto import tqdm
 
         todo_keys = list(todo)
+        todo_keys = [todo_keys[i] for i in encoder.batch_order([todo[k] for k in todo_keys])]
         unsaved: dict[str, np.ndarray] = {}
         last_flush = time.monotonic()
         with tqdm(total=len(todo_keys), desc=f"{encoder.name} features", unit="item", disable=not progress) as bar:
