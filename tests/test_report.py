@@ -261,3 +261,31 @@ def test_train_with_a_non_utf8_overview_writes_the_samples_page(tmp_path, tiny_c
     assert metrics["skipped"] == {"non-UTF-8 text": 1} and metrics["n_skipped"] == 1
     html = (run / "samples.html").read_text(encoding="utf-8")
     assert bad["Id"] not in _cards(html) and _cards(html)
+
+
+def test_report_cards_show_the_explanation_explain_gives(trained_runs, tmp_path):
+    """``report(..., explain=RUN)``: each sample card shows why RUN gives its most probable genre, with the same word
+    weights as ``explain`` for that film; a poster model's card shades the poster grid."""
+    import movie_genres as mg
+    from movie_genres.data.dataset import load_dataset
+
+    data, bilstm, cnn = trained_runs["data"], trained_runs["bilstm"], trained_runs["cnn"]
+    html = mg.report([bilstm, cnn], tmp_path / "r.html", data=data, explain=bilstm).read_text(encoding="utf-8")
+    cards = _cards(html)
+    why = {fid: re.search(r'<div class="why" data-run="([^"]+)" data-genre="([^"]+)">', body) for fid, body in cards.items()}
+    assert cards and all(why.values()), "every sample film is explained"
+    ds = load_dataset(data)
+    for fid in list(cards)[:3]:
+        run, genre = why[fid].groups()
+        assert run == bilstm.name
+        overview = ds.overviews[ds.ids.index(fid)]
+        want = mg.explain(bilstm, overview=overview, genres=[genre])["explanations"][genre]
+        marks = re.findall(r'<mark class="(up|down)" style="--a: [0-9.]+" data-weight="(-?[0-9.]+)">([^<]*)</mark>', cards[fid])
+        assert [unescape(t) for _, _, t in marks] == [w["text"] for w in sorted(want["words"], key=lambda w: w["i"])]
+        got = {(unescape(t), round(float(w), 3)) for _, w, t in marks}
+        assert {(w["text"], round(w["weight"], 3)) for w in want["words"]} == got
+        assert "heat" not in cards[fid]  # the BiLSTM does not read posters
+    html = mg.report([cnn], tmp_path / "c.html", data=data, explain=cnn).read_text(encoding="utf-8")
+    body = next(iter(_cards(html).values()))
+    assert len(re.findall(r'<span class="(?:up|down)" style="opacity: [0-9.]+" data-weight=', body)) == 15  # 5x3 grid
+    assert 'class="why"' in body and "<mark" not in body

@@ -77,7 +77,7 @@ def train_all(data=None, out="runs/main", epochs: int | None = None, models=ALL_
         best = max(scores, key=scores.get)
         write_json(root / runs.BEST, {"run": best, "chosen_by": "validation micro-F1 (tuned thresholds)", "validation_micro_f1": scores})
         t0 = time.perf_counter()
-        report(done_runs, root / runs.REPORT, data=data_dir)
+        report(done_runs, root / runs.REPORT, data=data_dir, explain=root / best)
         job["report"] = {"seconds": round(time.perf_counter() - t0, 1)}
     write_json(root / runs.JOB, {"seconds": round(time.perf_counter() - started, 1), "jobs": jobs,
                                    "threads": overrides.get("threads", 0), "steps": job, "failed": failed})
@@ -87,15 +87,53 @@ def train_all(data=None, out="runs/main", epochs: int | None = None, models=ALL_
     return root
 
 
-def report(run_dirs, output="report.html", data=None) -> Path:
-    """One HTML report comparing run folders (a folder from ``train --model all`` expands to its runs)."""
+def report(run_dirs, output="report.html", data=None, explain=None) -> Path:
+    """One HTML report comparing run folders (a folder from ``train --model all`` expands to its runs).
+
+    ``explain``: a run folder (or a folder of runs: its best); the sample films' cards then show why it gives each its
+    most probable genre (words and poster regions, as ``explain`` computes them; about a second a film)."""
     from movie_genres.reporting import write_report
 
     expanded = runs.expand_runs(run_dirs)
     if data is None and expanded:
         data = runs.read_config(expanded[0]).get("data_dir")
         data = data if data and Path(data).is_dir() else None
-    return write_report(expanded, output, data_dir=data)
+    explanations = _sample_explanations(explain, expanded, data) if explain is not None and data is not None else None
+    return write_report(expanded, output, data_dir=data, explanations=explanations)
+
+
+def _sample_explanations(run_dir, run_dirs, data, n: int = 24, seed: int = 0) -> dict[str, dict]:
+    """``{Id: explanation}`` for the films the report's samples section shows (the same ``n`` and ``seed``), each for
+    ``run_dir``'s most probable genre; a film it cannot explain is left without one (logged)."""
+    import numpy as np
+
+    from movie_genres.data.dataset import load_dataset
+    from movie_genres.explanation import explain as _explain
+    from movie_genres.predictor import Predictor
+    from movie_genres.reporting import load_run, pick_sample_ids
+
+    t0 = time.perf_counter()
+    predictor = Predictor.load(runs.resolve_run(run_dir))
+    shown = [r for r in map(load_run, run_dirs) if r.probs is not None]
+    ds = load_dataset(data)
+    row_of = {fid: i for i, fid in enumerate(ds.ids)}
+    trained = np.asarray(predictor.trained, dtype=bool)
+    out = {}
+    for fid in pick_sample_ids(shown, None, n, seed):
+        i = row_of.get(fid)
+        if i is None:
+            continue
+        try:
+            pred, image, warnings = _one_film(predictor, ds.poster_paths[i], ds.overviews[i])
+            probs = pred.predict_one(image, ds.overviews[i])["probabilities"]
+            genre = max((g for g, t in zip(pred.genres, trained) if t), key=lambda g: probs[g])
+            e = _explain(pred, image, ds.overviews[i], [genre])
+        except (ValueError, OSError) as err:
+            log.warning("report: film %s not explained (%s)", fid, err)
+            continue
+        out[fid] = {**e, "genre": genre, "label": predictor.run_dir.name, "warnings": warnings}
+    log.info("report: explained %d sample films with %s in %.0fs", len(out), predictor.run_dir.name, time.perf_counter() - t0)
+    return out
 
 
 def _one_film(run_dir, poster, overview):

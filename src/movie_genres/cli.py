@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("runs", nargs="+")
     r.add_argument("--output", default="report.html")
     r.add_argument("--data", help="dataset folder for the sample-predictions section")
+    r.add_argument("--explain", metavar="RUN", help="show why this run (or a folder of runs' best) gives each sample film "
+                   "its most probable genre: words and poster regions (about a second a film)")
 
     s = sub.add_parser("serve", help="prediction API and web page")
     s.add_argument("run_dir", help="a run folder, or a folder of runs (its best.json names the run)")
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"movie-genres predict: warning: {warning}", file=sys.stderr)
                 print(json.dumps(result, indent=2))
         elif args.verb == "report":
-            print(mg.report(args.runs, args.output, args.data))
+            print(mg.report(args.runs, args.output, args.data, explain=args.explain))
         elif args.verb == "serve":
             from movie_genres.service.limits import options
 

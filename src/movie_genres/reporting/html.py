@@ -220,8 +220,38 @@ def _film_preds(r: RunData, label: str, k: int, decided: np.ndarray, truth: set[
             "data_top": "|".join(f"{r.genres[j]}={r.probs[k, j]:.4f}" for j in top)}
 
 
+def _why(e: dict[str, Any] | None, overview: str | None) -> dict[str, Any] | None:
+    """What a film card shows of an explanation (``movie_genres.explanation.explain``'s answer for one genre, with
+    ``label``, ``genre`` and ``words``/``grid`` of the whole answer): the overview cut into word spans shaded by weight,
+    and the poster grid's cells shaded the same way (orange pushed the genre up, blue down; the strongest is opaque)."""
+    if not e:
+        return None
+    g = e["explanations"][e["genre"]]
+    weights = {w["i"]: w["weight"] for w in g["words"]}
+    top = max((abs(v) for v in weights.values()), default=0.0) or 1.0
+    segments, at = [], 0
+    if overview and e.get("words"):
+        for i, span in enumerate(e["words"]):
+            if span["start"] > at:
+                segments.append({"text": overview[at : span["start"]]})
+            w = weights.get(i, 0.0)
+            segments.append({"text": overview[span["start"] : span["end"]], "weight": w,
+                             "up": w > 0, "alpha": round(min(1.0, abs(w) / top), 2)})
+            at = span["end"]
+        segments.append({"text": overview[at:]})
+    cells, grid = [], e.get("grid")
+    if g.get("heatmap") and grid:
+        flat = [v for row in g["heatmap"] for v in row]
+        peak = max((abs(v) for v in flat), default=0.0) or 1.0
+        cells = [{"up": v > 0, "alpha": round(0.6 * min(1.0, abs(v) / peak), 2), "weight": v} for v in flat]
+    words = [w for w in g["words"] if w["weight"] > 0][:3]
+    return {"label": e["label"], "genre": e["genre"], "prob": g["probability"], "segments": segments, "cells": cells,
+            "rows": grid[0] if grid else 0, "cols": grid[1] if grid else 0, "top_words": words,
+            "by_modality": g.get("by_modality"), "warnings": e.get("warnings", [])}
+
+
 def _samples_context(data: str | Path | Dataset, runs: list[RunData], ids: Sequence[str] | None, n: int,
-                     seed: int) -> dict[str, Any]:
+                     seed: int, explanations: dict[str, dict] | None = None) -> dict[str, Any]:
     ds = _dataset(data)
     labels = run_labels(runs)
     row_of = {fid: i for i, fid in enumerate(ds.ids)}  # the loader keeps the first row of a duplicated Id
@@ -251,8 +281,8 @@ def _samples_context(data: str | Path | Dataset, runs: list[RunData], ids: Seque
             mismatch |= i is not None and {g for g, t in zip(r.genres, r.y_true[k]) if t} != truth_set
             preds.append(_film_preds(r, label, k, decided, truth_set))
         films.append({"id": fid, "thumb": poster_thumbnail(poster), "overview": overview, "truth": truth,
-                      "mismatch": mismatch, "preds": preds})
-    return {"films": films, "n_runs": len(runs)}
+                      "mismatch": mismatch, "preds": preds, "why": _why((explanations or {}).get(fid), overview)})
+    return {"films": films, "n_runs": len(runs), "explained": next((f["why"]["label"] for f in films if f["why"]), None)}
 
 
 def samples_html(data_dir: str | Path | Dataset, runs: Iterable[str | Path | RunData], ids: Sequence[str] | None = None,
@@ -361,8 +391,12 @@ def _plots(r: RunData, label: str) -> dict[str, Any]:
 
 
 def write_report(run_dirs: list[Path], out_html: str | Path, data_dir: str | Path | Dataset | None = None,
-                 title: str = "movie-genres report", n_samples: int = 24, seed: int = 0) -> Path:
-    """One self-contained HTML report comparing runs (all numbers on the validation split). See the module docstring."""
+                 title: str = "movie-genres report", n_samples: int = 24, seed: int = 0,
+                 explanations: dict[str, dict] | None = None) -> Path:
+    """One self-contained HTML report comparing runs (all numbers on the validation split). See the module docstring.
+
+    ``explanations``: ``{film Id: explain()'s answer + "label" (the run it explains) + "genre" (the one shown)}`` for
+    sample films (``pick_sample_ids`` with the same ``n_samples`` and ``seed`` gives their Ids); their cards show it."""
     runs = _runs(run_dirs)
     if not runs:
         raise ValueError("write_report needs at least one run folder")
@@ -372,7 +406,8 @@ def write_report(run_dirs: list[Path], out_html: str | Path, data_dir: str | Pat
     by_modality = [(lab, _dict_table(r.metrics["by_modality"], "setting")) for r, lab in zip(runs, labels)
                    if isinstance(r.metrics.get("by_modality"), dict) and r.metrics["by_modality"]]
     with_preds = [r for r in runs if r.probs is not None]
-    samples = _samples_context(data_dir, with_preds, None, n_samples, seed) if data_dir is not None and with_preds else None
+    samples = (_samples_context(data_dir, with_preds, None, n_samples, seed, explanations)
+               if data_dir is not None and with_preds else None)
     toc = [("comparison", "Comparison"), ("per-genre", "Per-genre F1"), ("data", "Excluded genres & skipped rows")]
     toc += [("by_modality", "By input")] if by_modality else []
     toc += [("plots", "Plots")] + ([("samples", "Sample predictions")] if samples else [])
