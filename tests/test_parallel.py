@@ -83,3 +83,29 @@ def test_default_jobs(cores, jobs):
     from movie_genres.training.parallel import default_jobs
 
     assert default_jobs(cores) == jobs
+
+
+def test_a_worker_stops_when_its_job_is_killed():
+    """A worker whose job process is killed outright (no chance to stop its pool) exits instead of training on."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    worker = ("import sys; from movie_genres.training.parallel import _exit_with_parent; "
+              "print('watching', flush=True); _exit_with_parent(int(sys.argv[1]), 0.05)")
+    job = subprocess.Popen([sys.executable, "-c", "import os, subprocess, sys, time; "
+                            f"p = subprocess.Popen([sys.executable, '-c', {worker!r}, str(os.getpid())]); "
+                            "print(p.pid, flush=True); time.sleep(120)"],
+                           stdout=subprocess.PIPE, text=True)
+    pid = int(job.stdout.readline())
+    assert job.stdout.readline().strip() == "watching"  # the worker's own line, through the inherited pipe
+    status = Path(f"/proc/{pid}/status")
+    assert status.exists() and "State:\tZ" not in status.read_text()
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    deadline = time.monotonic() + 20
+    while status.exists() and "State:\tZ" not in status.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not status.exists() or "State:\tZ" in status.read_text(), "the orphaned worker is still running"

@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import re
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -73,9 +74,19 @@ def needs(name: str, names: list[str]) -> list[str]:
     return [d for d in (registry.needs(name) if name in registry.SPEC else ()) if d in names]
 
 
-def _init_worker(threads: int, level: int) -> None:
+def _init_worker(threads: int, level: int, parent: int | None = None) -> None:
     os.environ["MOVIE_GENRES_THREADS"] = str(threads)  # encoders (onnxruntime / torch) in this worker
     logging.basicConfig(level=level, format="%(levelname)s %(message)s", force=True)
+    if parent is not None:
+        threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int, every: float = 1.0) -> None:
+    """Stop this worker once the job that started it is gone (killed, not just interrupted): an orphan would go on
+    training into a run folder nobody waits for. Its last checkpoint stays, so ``train --resume`` continues it."""
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(1)
 
 
 def _train_in_worker(name: str, kwargs: dict, log_path: str) -> tuple[str, float]:
@@ -134,7 +145,7 @@ def train_parallel(names: list[str], kwargs: dict, log_dir: Path, jobs: int, thr
     pending, running, done, failed = schedule(list(names)), {}, {}, {}
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch / tokenizer thread pools
     level = logging.getLogger("movie_genres").getEffectiveLevel()
-    with futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(threads, level)) as pool:
+    with futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(threads, level, os.getpid())) as pool:
         try:
             while pending or running:
                 for name in list(pending):
