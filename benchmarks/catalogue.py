@@ -20,6 +20,8 @@ import threading
 import time
 from pathlib import Path
 
+from movie_genres.runs import resolve_run
+
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "multimodal-imdb"
 
 
@@ -131,7 +133,8 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data, run = Path(args.data), Path(args.run)
+    data = Path(args.data)
+    run = Path(args.run) if (Path(args.run) / "featurizer.json").exists() else resolve_run(args.run)  # a folder of runs: its best
     results = {"machine": f"{os.cpu_count()} CPUs", "run": str(run), "encoders_only": encoder_rate(run, data)}
     print(json.dumps(results), flush=True)
     for engine in args.engines.split(","):
