@@ -9,8 +9,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-__version__ = "0.1.0"
-
+from movie_genres._version import __version__  # noqa: E402
 from movie_genres.api import (  # noqa: E402
     GenreClassifier,
     encode,

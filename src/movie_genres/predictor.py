@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from movie_genres import __version__, runs
+from movie_genres import runs
+from movie_genres._version import __version__
 from movie_genres.data.text import clean_overview
 from movie_genres.evaluation.metrics import decide
 from movie_genres.models.inference import predict_proba_arrays

@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from movie_genres import __version__
+from movie_genres._version import __version__
 from movie_genres.catalogue.batch import DEFAULT_BATCH, BatchPredictor, output_schema
 from movie_genres.catalogue.output import PartStore, run_fingerprint
 from movie_genres.catalogue.read import open_catalogue

@@ -10,7 +10,8 @@ import shutil
 import time
 from pathlib import Path
 
-from movie_genres import __version__, runs
+from movie_genres import runs
+from movie_genres._version import __version__
 from movie_genres.config import MODEL_DEFAULTS, make_config
 from movie_genres.data.dataset import resolve_data_dir
 from movie_genres.io import new_run_dir, write_json
