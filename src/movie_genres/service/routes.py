@@ -177,15 +177,20 @@ def _finish(answer: Any) -> dict[str, Any]:
 # prediction
 
 
+def _film_field(name: str, limits: Limits) -> tuple[int, Callable[[], ApiError]]:
+    """The byte limit and the error past it of a one-film form's ``poster`` or ``overview`` field (/predict, /explain)."""
+    if name == "poster":
+        return limits.max_upload_bytes, _too_big_upload("", name, limits)
+    return 4 * limits.max_overview_chars + 8, _too_long_overview("", limits)
+
+
 async def predict(request: Request) -> JSONResponse:
     state = request.app.state
     limits: Limits = state.limits
 
     def classify(name: str, filename: str | None) -> tuple[int, Callable[[], ApiError]]:
-        if name == "poster":
-            return limits.max_upload_bytes, _too_big_upload("", name, limits)
-        if name == "overview":
-            return 4 * limits.max_overview_chars + 8, _too_long_overview("", limits)
+        if name in ("poster", "overview"):
+            return _film_field(name, limits)
         raise ApiError(422, f"unknown field {name!r}; send 'poster' (file) and/or 'overview' (text)")
 
     parts = await read_form(request, classify, limits.max_predict_body)
@@ -257,10 +262,8 @@ async def explain(request: Request) -> JSONResponse:
     limits: Limits = state.limits
 
     def classify(name: str, filename: str | None) -> tuple[int, Callable[[], ApiError]]:
-        if name == "poster":
-            return limits.max_upload_bytes, _too_big_upload("", name, limits)
-        if name == "overview":
-            return 4 * limits.max_overview_chars + 8, _too_long_overview("", limits)
+        if name in ("poster", "overview"):
+            return _film_field(name, limits)
         if name == "genre":
             return 4096, lambda: ApiError(422, "the genre field is too long; send genre names from GET /genres")
         raise ApiError(422, f"unknown field {name!r}; send 'poster' (file) and/or 'overview' (text), and optionally "
