@@ -77,6 +77,7 @@ def test_lone_surrogates_reach_no_tokenizer(trained_runs, fusion_runs):
     for run in (trained_runs["bilstm"], fusion_runs["text"]):  # tokenizers WordLevel; MiniLM's tokenizer
         p = Predictor.load(run)
         bad = p.predict_one(None, "funny \udcff joke \ud83d\ude00")
+        assert "U+FFFD" in bad.pop("warnings")[0]  # the answer says the text was repaired, and is otherwise the same
         assert bad == p.predict_one(None, "funny \ufffd joke \U0001F600")
         assert np.isfinite(p.predict_proba([None], ["laugh \udce9"])).all()
     out = predict(trained_runs["bilstm"], overview="funny \udcff joke")
@@ -111,32 +112,42 @@ def test_overview_file_errors_are_clear(trained_runs, tmp_path, capsys):
 # -- broken posters in predict
 
 
-def test_broken_poster_with_a_good_overview_is_answered_from_the_overview(trained_runs, fusion_runs, tmp_path, capsys):
+def test_a_named_poster_that_is_missing_or_will_not_decode_is_an_error_on_every_surface(trained_runs, fusion_runs, tmp_path, capsys):
+    """One policy for the CLI, the Python API, the predictor / GenreClassifier (HTTP: tests/test_serve.py, 422)."""
+    from movie_genres import GenreClassifier
+
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(_truncated())
+    missing = tmp_path / "nope.jpg"
     overview = "A funny silly joke"
-    for model in ("gmu", "text"):
-        run = fusion_runs[model]
-        code, out, err = _main(capsys, "predict", run, "--poster", broken, "--overview", overview)
-        assert code == 0, err
-        answer = json.loads(out)
-        assert answer["inputs_used"] == ["overview"] and "poster truncated" in answer["warnings"][0]
-        assert "warning: the poster was not used (poster truncated" in err
-        alone = predict(run, overview=overview)
-        assert answer["probabilities"] == alone["probabilities"] and "warnings" not in alone
-    code, _, err = _main(capsys, "predict", trained_runs["cnn"], "--poster", broken, "--overview", overview)
-    assert code == 2 and "poster truncated" in err and "reads only the poster" in err
-    code, _, err = _main(capsys, "predict", fusion_runs["gmu"], "--poster", broken)
-    assert code == 2 and "poster truncated" in err
+    for run in (fusion_runs["gmu"], fusion_runs["text"], trained_runs["cnn"]):
+        for poster, reason in ((broken, "poster truncated"), (missing, "poster missing")):
+            code, out, err = _main(capsys, "predict", run, "--poster", poster, "--overview", overview)
+            assert code == 2 and reason in err and str(poster) in err and "Traceback" not in err and not out, (run, err)
+            with pytest.raises(PosterError, match=reason):
+                predict(run, poster=poster, overview=overview)
+            with pytest.raises(PosterError, match=reason):
+                Predictor.load(run).predict_many([(poster, overview)])
+            with pytest.raises(PosterError, match=reason):
+                GenreClassifier.from_run(run).predict_proba([str(poster)], [overview])
+    # no poster at all is not an error for a model that also reads overviews: it answers from the overview
+    assert predict(fusion_runs["gmu"], overview=overview)["inputs_used"] == ["overview"]
 
 
-def test_predictor_says_when_a_poster_path_was_not_used(fusion_runs, tmp_path):
+def test_catalogue_style_answers_count_a_broken_poster_and_answer_from_the_overview(fusion_runs, tmp_path):
+    """``Predictor.answer`` (catalogues, evaluate) never raises for a film: it says what it used and why."""
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not an image")
     p = Predictor.load(fusion_runs["gmu"])
-    good, bad = p.predict_many([(None, "A funny silly joke"), (broken, "A funny silly joke")])
-    assert bad["inputs_used"] == ["overview"] and "could not be used" in bad["warnings"][0]
-    assert bad["probabilities"] == good["probabilities"]
+    answers = p.answer([None, broken, broken], ["A funny silly joke", "A funny silly joke", ""])
+    assert answers.status == ["partial: poster missing", "partial: poster not an image",
+                              "skipped: poster not an image; empty overview"]
+    assert answers.inputs_used == [["overview"], ["overview"], []] and answers.usable.tolist() == [True, True, False]
+    assert "poster not an image" in answers.warnings[1][0] and not answers.warnings[0]
+    assert np.array_equal(answers.probs[0], answers.probs[1]) and np.isnan(answers.probs[2]).all()
+    assert answers.film(1)["genres"] == answers.film(0)["genres"]
+    with pytest.raises(ValueError, match="not answered"):
+        answers.film(2)
 
 
 # -- posters over Pillow's pixel limit (a counted skip in train and evaluate, a clear answer in predict)
@@ -171,7 +182,7 @@ def test_oversized_poster_in_predict(trained_runs, fusion_runs, tmp_path, capsys
     code, _, err = _main(capsys, "predict", trained_runs["cnn"], "--poster", bomb)
     assert code == 2 and "too large" in err
     code, out, err = _main(capsys, "predict", fusion_runs["gmu"], "--poster", bomb, "--overview", "A funny joke")
-    assert code == 0 and json.loads(out)["inputs_used"] == ["overview"] and "too large" in err
+    assert code == 2 and not out and "too large" in err
 
 
 # -- evaluate
@@ -220,10 +231,3 @@ def test_evaluation_holds_only_metrics():
         imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         above = {m for m in imported if m.startswith(("movie_genres.predictor", "movie_genres.training", "movie_genres.api"))}
         assert not above, f"{path.name} imports {above}"
-
-
-def test_api_predict_refuses_a_poster_only_model_with_a_broken_poster(trained_runs, tmp_path):
-    broken = tmp_path / "b.jpg"
-    broken.write_bytes(_truncated())
-    with pytest.raises(PosterError, match="reads only the poster"):
-        predict(trained_runs["cnn"], poster=broken, overview="A funny joke")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -108,7 +109,7 @@ def test_poster_content_problems_are_counted(tmp_path):
     ds = load_dataset(root)
     images, ok, problems, notes = decode_posters(ds.poster_paths, 16, cache_dir=None, workers=1, progress=False)
     assert ok.tolist() == [False, False, True, True, True, False, True, True]
-    assert problems == {"poster not an image": 1, "poster truncated": 1, "poster empty": 1}
+    assert Counter(filter(None, problems)) == {"poster not an image": 1, "poster truncated": 1, "poster empty": 1}
     assert notes["poster greyscale converted to RGB"] == 1
     assert notes["poster CMYK converted to RGB"] == 1
     assert notes["poster is PNG, not JPEG"] == 1
@@ -122,7 +123,7 @@ def test_jpeg_truncated_in_its_pixel_data_is_counted(tmp_path):
     path = tmp_path / "cut.jpg"
     path.write_bytes(buf.getvalue()[: len(buf.getvalue()) * 2 // 3])
     _, ok, problems, _ = decode_posters([path], 64, None, workers=1, progress=False)
-    assert not ok[0] and problems == {"poster truncated": 1}
+    assert not ok[0] and problems == ["poster truncated"]
 
 
 def test_poster_cache_is_reused_and_rebuilt_when_corrupt(tmp_path, tiny_data):

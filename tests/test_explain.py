@@ -10,7 +10,9 @@ from PIL import Image
 
 from conftest import write_dataset
 from movie_genres.data.dataset import GENRES
+from movie_genres.evaluation.metrics import decide
 from movie_genres.explanation import GRID, explain, occluded_posters, without_span, word_spans
+from movie_genres.features.inputs import Problems
 
 HORROR = GENRES.index("Horror")
 PLANT = "zombie"
@@ -49,7 +51,10 @@ class StubPredictor:
             usable |= has_p[:, 0] > 0
         if "overview" in self.modalities:
             usable |= has_o[:, 0] > 0
-        return {"word": word, "red": red, "has_poster": has_p, "has_overview": has_o}, usable, {}
+        return {"word": word, "red": red, "has_poster": has_p, "has_overview": has_o}, usable, Problems.none(n)
+
+    def decide(self, probs):
+        return decide(probs, self.thresholds_, True, self.trained)
 
     def scores(self, inputs):
         self.calls["scores"] += 1

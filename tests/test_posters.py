@@ -136,7 +136,7 @@ def test_every_featurizer_gets_identical_inputs_from_path_bytes_and_image(poster
     for form in forms(posters[kinds[0]]):
         films = [forms(posters[k])[form] for k in kinds]
         got, ok, problems = feats.transform(films, [None] * len(films), progress=False)
-        assert ok.all() and not problems, (form, problems)
+        assert ok.all() and not problems.counts(), (form, problems)
         by_form[form] = got
     for form, got in by_form.items():
         _same_inputs(got, by_form["path"], f"{featurizer}, posters as {form}")
@@ -182,16 +182,16 @@ def test_a_decompression_bomb_is_a_counted_skip_everywhere(tmp_path, posters, mo
 
     good = posters["jpeg"]
     _, ok, problems, _ = decode_posters([bomb_file, good], 64, tmp_path / "cache", workers=1, progress=False)
-    assert ok.tolist() == [False, True] and problems == {"poster too large": 1}
+    assert ok.tolist() == [False, True] and problems == ["poster too large", None]
 
     films = [bomb_file, _bomb(), good, Image.open(good)]
     _, ok, problems = PosterPixels(64, cache_dir=str(tmp_path / "cache"), workers=1).transform(films, [None] * 4, progress=False)
-    assert ok.tolist() == [False, False, True, True] and problems == {"poster too large": 2}
+    assert ok.tolist() == [False, False, True, True] and problems.counts() == {"poster too large": 2}
     feats = PretrainedFeatures("minilm", ("effnet-lite0",), cache_dir=str(tmp_path / "cache"), workers=1)
     for cache_from in (32, 1):  # a request's few films, the training path
         monkeypatch.setattr(PretrainedFeatures, "CACHE_FROM", cache_from)
         got, ok, problems = feats.transform(films, ["A film.", "", "", "A film."], progress=False)
-        assert ok.tolist() == [True, False, True, True] and problems == {"poster too large": 2, "empty overview": 2}
+        assert ok.tolist() == [True, False, True, True] and problems.counts() == {"poster too large": 2, "empty overview": 2}
         assert got["has_poster"][:, 0].tolist() == [0, 0, 1, 1] and not got["image_features"][:2].any()
 
     for src in (bomb_file, _bomb()):  # an encoder handed a bomb says so; it is never Pillow's raw error
@@ -203,7 +203,7 @@ def test_a_decompression_bomb_is_a_counted_skip_everywhere(tmp_path, posters, mo
 def test_a_poster_path_that_does_not_exist_is_counted(tmp_path, posters):
     _, ok, problems = PosterPixels(64, cache_dir=str(tmp_path), workers=1).transform(
         [str(tmp_path / "gone.jpg"), posters["jpeg"]], [None, None], progress=False)
-    assert ok.tolist() == [False, True] and problems == {"poster missing": 1}
+    assert ok.tolist() == [False, True] and problems.per_film == [{"poster": "poster missing"}, {}]
 
 
 # ------------------------------------------------------------------------------------------------ encoder versions

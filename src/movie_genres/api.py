@@ -109,6 +109,7 @@ def _sample_explanations(run_dir, run_dirs, data, n: int = 24, seed: int = 0) ->
 
     from movie_genres.data.dataset import load_dataset
     from movie_genres.explanation import explain as _explain
+    from movie_genres.features.posters import PosterError, open_poster
     from movie_genres.predictor import Predictor
     from movie_genres.reporting import load_run, pick_sample_ids
 
@@ -117,73 +118,67 @@ def _sample_explanations(run_dir, run_dirs, data, n: int = 24, seed: int = 0) ->
     shown = [r for r in map(load_run, run_dirs) if r.probs is not None]
     ds = load_dataset(data)
     row_of = {fid: i for i, fid in enumerate(ds.ids)}
-    trained = np.asarray(predictor.trained, dtype=bool)
-    out = {}
-    for fid in pick_sample_ids(shown, None, n, seed):
-        i = row_of.get(fid)
-        if i is None:
-            continue
+    ids = [fid for fid in pick_sample_ids(shown, None, n, seed) if fid in row_of]
+    posters = []
+    for fid in ids:  # the report shows these films as the model sees them: a poster it cannot read is left out
         try:
-            pred, image, warnings = _one_film(predictor, ds.poster_paths[i], ds.overviews[i])
-            probs = pred.predict_one(image, ds.overviews[i])["probabilities"]
-            genre = max((g for g, t in zip(pred.genres, trained) if t), key=lambda g: probs[g])
-            e = _explain(pred, image, ds.overviews[i], [genre])
+            posters.append(open_poster(ds.poster_paths[row_of[fid]]) if ds.poster_paths[row_of[fid]] else None)
+        except PosterError:
+            posters.append(None)
+    overviews = [ds.overviews[row_of[fid]] for fid in ids]
+    answers = predictor.answer(posters, overviews)
+    out = {}
+    for k, fid in enumerate(ids):
+        if not answers.usable[k]:
+            log.warning("report: film %s not explained (%s)", fid, answers.status[k])
+            continue
+        probs = np.where(predictor.trained, answers.probs[k], -np.inf)
+        genre = predictor.genres[int(np.argmax(probs))]
+        try:
+            e = _explain(predictor, posters[k], overviews[k], [genre])
         except (ValueError, OSError) as err:
             log.warning("report: film %s not explained (%s)", fid, err)
             continue
-        out[fid] = {**e, "genre": genre, "label": predictor.run_dir.name, "warnings": warnings}
+        out[fid] = {**e, "genre": genre, "label": predictor.run_dir.name, "warnings": answers.warnings[k]}
     log.info("report: explained %d sample films with %s in %.0fs", len(out), predictor.run_dir.name, time.perf_counter() - t0)
     return out
 
 
 def _one_film(run_dir, poster, overview):
-    """(predictor, decoded poster or None, warnings) for one film: a poster that cannot be used is left out with a
-    warning when the model also reads the overview, and raises :class:`PosterError` when it does not."""
-    from PIL import Image
+    """(predictor, decoded poster or None) for one film given to ``predict`` / ``explain``.
 
-    from movie_genres.data.text import has_surrogates
+    The poster policy of every one-film surface (the CLI, this API, ``GenreClassifier``, HTTP): a poster the caller
+    names must be usable. A path with no file, or a file that will not decode, raises
+    :class:`~movie_genres.features.posters.PosterError` with the reason, whatever the model reads."""
     from movie_genres.features.posters import PosterError, open_poster
     from movie_genres.predictor import Predictor
 
     if poster is None and not (overview or "").strip():
         raise ValueError("give a poster, an overview, or both")
-    warnings = []
-    if overview and has_surrogates(overview):
-        warnings.append("the overview held characters that are not text (undecodable bytes); they were read as U+FFFD")
-    image = problem = None
+    image = None
     if poster is not None:
         try:
             image = open_poster(poster)
         except PosterError as exc:
-            problem = exc
-        except Image.DecompressionBombError as exc:  # over Pillow's pixel limit: as unusable as any broken poster
-            problem = PosterError("poster too large", str(exc))
-    if problem is not None and not (overview or "").strip():
-        raise problem
+            where = f" ({poster})" if isinstance(poster, (str, Path)) else ""
+            raise PosterError(exc.reason, f"{str(exc).split(': ', 1)[-1]}{where}; give a readable image, or no poster") from None
     pred = run_dir if isinstance(run_dir, Predictor) else Predictor.load(run_dir)
-    if problem is not None:
-        if "overview" not in pred.modalities:
-            detail = str(problem).split(": ", 1)[-1] + (f" ({poster})" if isinstance(poster, (str, Path)) else "")
-            raise PosterError(problem.reason, f"{detail}; model '{pred.model_name}' reads only the poster")
-        warnings.append(f"the poster was not used ({problem}); the genres come from the overview alone")
-    return pred, image, warnings
+    return pred, image
 
 
 def predict(run_dir, poster=None, overview: str | None = None) -> dict:
     """Genres of one film from a poster file and/or an overview.
 
-    A poster that cannot be used (unreadable, truncated, too large, ...) does not stop a model that also reads the
-    overview: it answers from the overview, and the answer's ``warnings`` say why the poster was left out. A model that
-    reads only posters raises :class:`~movie_genres.features.posters.PosterError`.
+    A poster that is named must be usable: a missing or undecodable file raises
+    :class:`~movie_genres.features.posters.PosterError` (give a readable poster, or none). The answer has
+    ``probabilities``, ``genres`` (decided at the run's thresholds), ``inputs_used``, ``status`` (``ok``, or
+    ``partial: <reason>`` when a fusion model had one input), ``model``, ``version`` and any ``warnings``.
 
     Example:
         >>> predict("runs/main", poster="poster.jpg", overview="Two friends rob a bank.")["genres"]  # doctest: +SKIP
     """
-    pred, image, warnings = _one_film(run_dir, poster, overview)
-    result = pred.predict_one(image, overview)
-    if warnings:
-        result["warnings"] = warnings + result.get("warnings", [])
-    return result
+    pred, image = _one_film(run_dir, poster, overview)
+    return pred.predict_one(image, overview)
 
 
 def predict_batch(run_dir, data=None, manifest=None, output=None, engine: str = "local", batch_size: int = 64,
@@ -228,31 +223,38 @@ def explain(run_dir, poster=None, overview: str | None = None, genres=None) -> d
     """
     from movie_genres.explanation import explain as _explain
 
-    predictor, image, warnings = _one_film(run_dir, poster, overview)
+    predictor, image = _one_film(run_dir, poster, overview)
     result = _explain(predictor, image, overview, genres)
-    if warnings:
-        result["warnings"] = warnings
+    if result.get("warnings") == []:
+        del result["warnings"]
     return result
 
 
-def evaluate(run_dir, data=None, output=None) -> dict:
-    """Score ``run_dir`` on every usable film of ``data`` (for example one it has never seen); JSON to ``output``.
+def evaluate(run_dir, data=None, output=None, include_training_films: bool = False) -> dict:
+    """Score ``run_dir`` honestly; JSON to ``output``.
+
+    With no ``data``, it scores the run's own validation split (the films its ``split.csv`` held out, on the dataset
+    it was trained on), with the thresholds cross-fitted on those films as training reported them
+    (``"source": "validation split"``). On any ``data`` it scores every usable film the run did not train on: films
+    in the run's training split are excluded and counted (``excluded_training_films``); ``include_training_films``
+    keeps them, and the answer says so (``"includes_training_films": true``).
 
     ``output`` is checked first, so a path that cannot be written fails before any work. The top-level metrics use
-    the run's tuned thresholds (chosen on its validation split), ``at_0_5`` uses 0.5. Films the model cannot read are
-    not scored: ``n_skipped`` / ``skipped`` count them by reason. Films scored with one of the model's inputs missing
-    or unusable (a fusion model given a broken poster) are counted in ``n_partial`` / ``partial`` by reason, and
-    ``notes`` counts rows with a missing poster or an empty overview and the posters converted to RGB or not JPEG.
+    the run's tuned thresholds, ``at_0_5`` uses 0.5. Films the model cannot read are not scored: ``n_skipped`` /
+    ``skipped`` count them by reason. Films scored with one of the model's inputs missing or unusable (a fusion
+    model given a broken poster) are counted in ``n_partial`` / ``partial`` by reason, and ``notes`` counts rows with
+    a missing poster or an empty overview and the posters converted to RGB or not JPEG.
 
     Example:
         >>> m = evaluate("runs/main", "/data/heldout", "heldout.json")  # doctest: +SKIP
-        >>> m["micro_f1"], m["n_skipped"], m["partial"]  # doctest: +SKIP
+        >>> m["micro_f1"], m["n_skipped"], m["excluded_training_films"]  # doctest: +SKIP
     """
+    import sys
     from collections import Counter
 
     import numpy as np
 
-    from movie_genres.data.dataset import load_dataset
+    from movie_genres.data.dataset import DataError, load_dataset
     from movie_genres.evaluation.metrics import full_metrics
     from movie_genres.io import check_writable
     from movie_genres.predictor import Predictor
@@ -260,31 +262,53 @@ def evaluate(run_dir, data=None, output=None) -> dict:
     if output:
         check_writable(output)
     pred = Predictor.load(run_dir)
+    own_split = data is None
+    if own_split:
+        data = pred.run.data_dir
+        if not data or not Path(data).is_dir():
+            raise DataError(f"{pred.run_dir} was trained on {data or 'an unrecorded dataset'}, which is not here; "
+                            "give --data to score the run on a dataset")
     ds = load_dataset(data)
     if ds.genres != pred.genres:
         raise ValueError(f"dataset genres {ds.genres} differ from the run's {pred.genres}")
-    inputs, usable, problems = pred.transform(ds.poster_paths, ds.overviews, progress=True)
+    trained_on = pred.run.training_ids()
+    n_excluded = 0
+    if own_split:
+        keep = pred.run.validation_ids()
+        if not keep:
+            raise ValueError(f"{pred.run_dir} has no validation split ({runs.SPLIT}); give --data to score it")
+        ds = ds.subset(np.array([i for i, fid in enumerate(ds.ids) if fid in keep], dtype=int))
+        source = "validation split"
+    else:
+        seen = np.array([fid in trained_on for fid in ds.ids], dtype=bool)
+        n_excluded = int(seen.sum())
+        if n_excluded and not include_training_films:
+            ds = ds.subset(np.flatnonzero(~seen))
+            print(f"evaluate: {n_excluded} of {len(seen)} films in {ds.root} are films {pred.run_dir.name} was trained "
+                  "on; they are not scored (--include-training-films keeps them)", file=sys.stderr)
+        elif n_excluded:
+            print(f"evaluate: {n_excluded} of {len(seen)} films in {ds.root} are films {pred.run_dir.name} was trained on; "
+                  "they are scored (--include-training-films), so the scores are optimistic", file=sys.stderr)
+        source = "data"
+    if len(ds) == 0:
+        raise ValueError(f"no film in {ds.root} is left to score: all {n_excluded} are films the run was trained on "
+                         "(--include-training-films scores them anyway)")
+    answers = pred.answer(ds.poster_paths, ds.overviews, progress=True)
+    usable = answers.usable
     if not usable.any():
-        raise ValueError(f"no film in {ds.root} is usable by model '{pred.model_name}' ({dict(problems)})")
-    probs = pred.scores({k: v[usable] for k, v in inputs.items()})
+        raise ValueError(f"no film in {ds.root} is usable by model '{pred.model_name}' ({dict(answers.problems.counts())})")
     y = ds.labels[usable].astype(np.int8)
-    m = full_metrics(pred.genres, y, probs, pred.thresholds_, pred.trained, pred.config.get("min_one_genre", True), cross_fit=False)
-    missing, notes = _unread_inputs(pred, ds, inputs, usable)
-    skipped, partial, n_partial = Counter(ds.skipped), Counter(), 0
-    for scored, reasons in zip(usable, missing):
-        if scored:
-            partial.update(reasons)
-            n_partial += bool(reasons)
-        elif len(reasons) == 1:
-            skipped[reasons[0]] += 1
-        else:
-            skipped[f"no usable input ({', '.join(reasons)})" if reasons else "unusable input"] += 1
+    m = full_metrics(pred.genres, y, answers.probs[usable].astype(np.float64), pred.thresholds_, pred.trained,
+                     pred.run.min_one_genre, objective=pred.config.get("threshold_objective", "micro"), cross_fit=own_split)
+    skipped = Counter(ds.skipped) + answers.problems.skipped(usable)
+    partial = answers.problems.partial(usable)
+    notes = Counter(ds.notes) + answers.problems.notes
     dropped = int((~usable).sum())
     out = {
         **m["tuned"],
         "n_films": int(usable.sum()),
         "n_skipped": int(ds.n_skipped + dropped),
-        "n_partial": n_partial,
+        "n_partial": int(sum(1 for ok, why in zip(usable, answers.problems.per_film) if ok and why)),
         "at_0_5": m["at_0_5"],
         "per_genre": m["per_genre"],
         "baselines": m["baselines"],
@@ -294,8 +318,14 @@ def evaluate(run_dir, data=None, output=None) -> dict:
         "model": pred.model_name,
         "run": str(pred.run_dir),
         "data": str(ds.root),
+        "source": source,
+        "excluded_training_films": 0 if include_training_films else n_excluded,
+        "includes_training_films": bool(include_training_films and n_excluded),
     }
-    summary = f"{pred.model_name} on {ds.root}: {out['n_films']} films scored"
+    if own_split:
+        out["thresholds_note"] = "the run's validation split: thresholds cross-fitted on 5 folds of these films, as training reported"
+    what = "its validation split" if own_split else str(ds.root)
+    summary = f"{pred.model_name} on {what}: {out['n_films']} films scored"
     for key, text in (("skipped", "skipped"), ("partial", "scored without an input"), ("notes", "notes")):
         if out[key]:
             summary += f"; {text}: " + ", ".join(f"{v} {k}" for k, v in sorted(out[key].items()))
@@ -303,35 +333,6 @@ def evaluate(run_dir, data=None, output=None) -> dict:
     if output:
         write_json(output, out)
     return out
-
-
-def _unread_inputs(pred, ds, inputs: dict, usable) -> tuple[list[list[str]], dict[str, int]]:
-    """Per film, why each input the model reads was not used ("poster truncated", "empty overview", ...); and the
-    dataset's notes plus the poster conversions (greyscale, CMYK, not JPEG) the decoder made."""
-    from collections import Counter
-
-    from movie_genres.features.posters import PosterError, decode_posters, open_poster
-
-    n = len(ds)
-    has = {m: inputs[f"has_{m}"][:, 0] > 0 if f"has_{m}" in inputs else usable for m in pred.modalities}
-    notes = Counter(ds.notes)
-    if "poster" in pred.modalities:
-        paths = [p for p in ds.poster_paths if p is not None]
-        notes.update(decode_posters(paths, 64, None, pred.config.get("workers", 2), progress=False)[3])
-    missing: list[list[str]] = [[] for _ in range(n)]
-    for i in range(n):
-        if "poster" in has and not has["poster"][i]:
-            path, reason = ds.poster_paths[i], "poster missing"
-            if path is not None:
-                try:
-                    open_poster(path, 64)
-                    reason = "poster unusable"
-                except PosterError as exc:
-                    reason = exc.reason
-            missing[i].append(reason)
-        if "overview" in has and not has["overview"][i]:
-            missing[i].append("empty overview")
-    return missing, notes
 
 
 def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, **limits) -> None:

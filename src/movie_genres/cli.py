@@ -28,7 +28,10 @@ def _parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="score a run on every usable film of a dataset")
     e.add_argument("run_dir")
-    e.add_argument("--data", help="dataset folder (default: ../shared/data/multimodal-imdb)")
+    e.add_argument("--data", help="dataset folder to score (default: the run's own validation split, on the data it "
+                   "was trained on); films the run trained on are left out and counted")
+    e.add_argument("--include-training-films", action="store_true",
+                   help="with --data: score the films the run trained on too (marked in the answer; optimistic)")
     e.add_argument("--output", help="write the metrics JSON here")
 
     pr = sub.add_parser("predict", help="genres of one film, or of every film of a catalogue (--data / --manifest)")
@@ -142,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                 run = mg.train(args.model, args.data, args.out, epochs, reuse=not args.retrain, **overrides)
             print(run)
         elif args.verb == "evaluate":
-            m = mg.evaluate(args.run_dir, args.data, args.output)
+            m = mg.evaluate(args.run_dir, args.data, args.output, include_training_films=args.include_training_films)
             print(json.dumps({k: v for k, v in m.items() if k not in ("per_genre", "baselines")}, indent=2))
         elif args.verb == "encode" or (args.verb == "predict" and (args.data or args.manifest)):
             print(json.dumps(_catalogue_verb(args), indent=2))

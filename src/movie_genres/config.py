@@ -9,6 +9,8 @@ import difflib
 from dataclasses import dataclass, fields
 from typing import Any
 
+from movie_genres.features.posters import CHECK_SIZE
+
 
 class ConfigError(ValueError):
     """A config key is unknown or a value has the wrong type."""
@@ -23,7 +25,7 @@ class Config:
     val_fraction: float = 0.2  # the original work used a random 80/20 split
     min_positives: int = 10  # genres with fewer training positives stay in the schema but are not learned or averaged
     # --- posters (original: 64x64 RGB)
-    image_size: int = 64  # the original CNN's input size
+    image_size: int = CHECK_SIZE  # the original CNN's input size (64)
     augment: bool = True  # flips, small rotation/zoom/translation, brightness/contrast, training batches only
     # --- overviews (original: vocabulary 10,000, length 100)
     vocab_size: int = 10_000  # the original tokenizer's num_words

@@ -23,7 +23,8 @@ import re
 import numpy as np
 from PIL import Image, ImageDraw
 
-from movie_genres.evaluation.metrics import decide
+from movie_genres.data.text import has_surrogates
+from movie_genres.predictor import SURROGATES
 
 WORD = re.compile(r"\w+(?:['\u2019]\w+)*")  # a word, with inner apostrophes ("ghost's", "don't")
 GRID = (5, 3)  # poster cells, rows x columns: near square on a 2:3 poster; 15 cells keep one explanation ~1 s of CPU
@@ -89,7 +90,7 @@ def explain(predictor, poster=None, overview: str | None = None, genres=None, gr
     # the film, and (both inputs) each input alone
     base, base_ok, problems, poster_keys, overview_keys = _film_rows(predictor, film_poster, film_overview)
     if not base_ok[0]:
-        raise ValueError(f"model '{predictor.model_name}' cannot read this film ({', '.join(problems) or 'no input'})")
+        raise ValueError(f"model '{predictor.model_name}' cannot read this film ({', '.join(problems.counts()) or 'no input'})")
 
     spans = word_spans(film_overview)[:max_words] if reads_overview else []
     parts = [(base, base_ok)]
@@ -112,7 +113,7 @@ def explain(predictor, poster=None, overview: str | None = None, genres=None, gr
     p_words, start = probs[start : start + len(spans)], start + len(spans)
     p_cells = probs[start:] if reads_poster else None
 
-    decided = decide(p_film[None], predictor.thresholds_, predictor.config.get("min_one_genre", True), predictor.trained)[0]
+    decided = predictor.decide(p_film[None])[0]
     decided_names = [g for g, d in zip(predictor.genres, decided) if d]
     asked = decided_names if genres is None else _check_genres(predictor, genres)
 
@@ -137,6 +138,7 @@ def explain(predictor, poster=None, overview: str | None = None, genres=None, gr
         "words": spans,
         "grid": [rows, cols] if reads_poster else None,
         "explanations": explanations,
+        "warnings": [SURROGATES] if overview and has_surrogates(overview) else [],
     }
 
 

@@ -1,22 +1,80 @@
-"""Load a run folder once and predict genres for raw films (poster image and/or overview text).
+"""Load a run folder once and answer films (poster image and/or overview text) with it.
+
+:meth:`Predictor.answer` is the one answer for films: probabilities, decisions at the run's thresholds, the inputs
+used, a status (``ok``, ``partial: <reason>``, ``skipped: <reason>``) and warnings, per film (:class:`Answers`). One-film
+predict, ``predict_many``, the catalogue (local and Ray), ``evaluate``, explanations, the service and the report read it;
+nothing else rebuilds it.
 
 Scores and decisions stay separate, in the scikit-learn spirit: :meth:`Predictor.predict_proba` gives a probability
 per genre, :meth:`Predictor.predict` the decisions at the run's tuned thresholds (every film gets at least one genre).
+
+A poster the caller names must be usable: on the one-film and estimator paths (``predict_one``, ``predict_many``,
+``predict_proba``, ``predict``) a poster path that does not exist, or a file that will not decode, raises
+:class:`~movie_genres.features.posters.PosterError` (the CLI exits 2, HTTP answers 422). Catalogues and ``evaluate``
+instead count such a film (``partial`` or ``skipped`` with the reason) and go on.
 """
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from movie_genres import runs
 from movie_genres._version import __version__
-from movie_genres.data.text import clean_overview
-from movie_genres.evaluation.metrics import decide
+from movie_genres.data.text import clean_overview, has_surrogates
+from movie_genres.features.inputs import Problems
+from movie_genres.features.posters import PosterError, open_poster
 from movie_genres.models.inference import predict_proba_arrays
-from movie_genres.runs import RunError, resolve_run
+from movie_genres.runs import Run, RunError, resolve_run
 
-__all__ = ["Predictor", "RunError", "resolve_run"]  # RunError, resolve_run: from movie_genres.runs
+__all__ = ["Answers", "Predictor", "RunError", "resolve_run"]  # RunError, resolve_run: from movie_genres.runs
+
+MODALITIES = ("poster", "overview")  # the order inputs are named in answers and statuses
+SURROGATES = "the overview held characters that are not text (undecodable bytes); they were read as U+FFFD"
+
+
+@dataclass
+class Answers:
+    """The answer for a batch of films, row ``i`` for film ``i``.
+
+    ``probs`` (n, genres) float32 (NaN rows: skipped films), ``decided`` (n, genres) bool at the run's thresholds,
+    ``usable`` (n,), ``problems`` (per film, which input it lacks and why; the decoder's notes), ``inputs_used``,
+    ``status`` (``ok`` / ``partial: <reasons>`` / ``skipped: <reasons>``) and ``warnings`` per film.
+    """
+
+    genres: list[str]
+    probs: np.ndarray
+    decided: np.ndarray
+    usable: np.ndarray
+    problems: Problems
+    inputs_used: list[list[str]]
+    status: list[str]
+    warnings: list[list[str]]
+    model: str
+    version: str
+
+    def __len__(self) -> int:
+        return len(self.usable)
+
+    def decided_genres(self, i: int) -> list[str]:
+        return [g for g, d in zip(self.genres, self.decided[i]) if d]
+
+    def film(self, i: int) -> dict:
+        """Film ``i``'s answer as one-film ``predict``, ``--explain`` and the service give it."""
+        if not self.usable[i]:
+            raise ValueError(f"film {i + 1} was not answered ({self.status[i]})")
+        out = {
+            "probabilities": {g: round(float(p), 4) for g, p in zip(self.genres, self.probs[i])},
+            "genres": self.decided_genres(i),
+            "inputs_used": list(self.inputs_used[i]),
+            "status": self.status[i],
+            "model": self.model,
+            "version": self.version,
+        }
+        if self.warnings[i]:
+            out["warnings"] = list(self.warnings[i])
+        return out
 
 
 class Predictor:
@@ -28,15 +86,17 @@ class Predictor:
         ['Crime', 'Drama', 'Thriller']
     """
 
-    def __init__(self, run_dir: Path, model, featurizer, genres, trained, thresholds, config):
-        self.run_dir, self.model, self.featurizer = run_dir, model, featurizer
-        self.genres = list(genres)
-        self.trained = np.asarray(trained, dtype=bool)
-        self.thresholds_ = np.asarray(thresholds, dtype=np.float64)
-        self.config = config
-        self.model_name = config.get("model", "?")
-        self.version = config.get("version", __version__)
+    def __init__(self, run: Run, model, featurizer):
+        self.run, self.model, self.featurizer = run, model, featurizer
+        self.run_dir = run.path
+        self.genres = run.genres
+        self.trained = run.trained
+        self.thresholds_ = run.thresholds
+        self.config = run.config
+        self.model_name = run.model_name
+        self.version = self.config.get("version", __version__)
         self.modalities = set(featurizer.modalities)
+        self.reads = [m for m in MODALITIES if m in self.modalities]
         self._graph = None  # the traced single-film graph, built by load() (False: not available)
 
     @classmethod
@@ -48,18 +108,15 @@ class Predictor:
         from movie_genres.models.registry import register_layers
 
         register_layers()
-
-        run_dir = resolve_run(run_dir)
-        model = with_input_scaling(keras.saving.load_model(run_dir / runs.MODEL, compile=False))
-        g = runs.read_genres(run_dir)
-        thr = runs.read_thresholds(run_dir, genres=g["genres"])
-        pred = cls(run_dir, model, load_featurizer(run_dir), g["genres"], g["trained"], thr["thresholds"], runs.read_config(run_dir))
+        run = Run(run_dir)
+        model = with_input_scaling(keras.saving.load_model(run.model_file, compile=False))
+        pred = cls(run, model, load_featurizer(run.path))
         pred._single_film_graph()  # traced now, so no request pays for it
         return pred
 
     # -- scores
     def transform(self, posters: list, overviews: list, progress: bool = False, cache: bool | None = None):
-        """Raw films -> (model inputs, usable mask, problem counts). ``cache=False``: never touch the disk caches."""
+        """Raw films -> (model inputs, usable mask, :class:`Problems`). ``cache=False``: never touch the disk caches."""
         overviews = [clean_overview(o) for o in overviews]  # lone surrogates would crash the tokenizers
         return self.featurizer.transform(list(posters), overviews, progress=progress, cache=cache)
 
@@ -69,6 +126,10 @@ class Predictor:
         probs = fast(inputs) if fast is not None else predict_proba_arrays(self.model, inputs)
         probs[:, ~self.trained] = 0.0  # genres too rare to learn are never scored
         return probs
+
+    def decide(self, probs: np.ndarray) -> np.ndarray:
+        """0/1 decisions at the run's thresholds (the run's rule: :meth:`movie_genres.runs.Run.decide`)."""
+        return self.run.decide(probs)
 
     def _single_film_graph(self):
         """One film through the model as a traced TorchScript graph (torch backend, fixed-size inputs only).
@@ -81,60 +142,79 @@ class Predictor:
             self._graph = _trace_single_film(self.model) or False
         return self._graph or None
 
-    def predict_proba(self, posters: list, overviews: list) -> np.ndarray:
-        """Probabilities (n, 25); rows of films this model cannot read are NaN."""
-        inputs, usable, _ = self.transform(posters, overviews)
-        probs = np.full((len(usable), len(self.genres)), np.nan)
+    # -- the one answer
+    def answer(self, posters: list, overviews: list, known: list[dict] | None = None, progress: bool = False,
+               cache: bool | None = None) -> Answers:
+        """Answer films: ``posters`` (paths, bytes, PIL images or None) and ``overviews`` (text or None), aligned.
+
+        ``known``: per film, reasons the caller already has for an input (``{"poster": "poster truncated"}`` for a
+        poster it could not read and passes as None, ``{"overview": "overview not UTF-8"}``); they name the problem
+        where the featurizer finds the input unusable. Films with no usable input are skipped (status, NaN
+        probabilities), never an error: the strict one-film methods below raise instead.
+        """
+        n = len(posters)
+        texts = [o if isinstance(o, str) else None for o in overviews]
+        warnings = [[SURROGATES] if t and has_surrogates(t) else [] for t in texts]
+        inputs, usable, problems = self.transform(posters, [t or "" for t in texts], progress=progress, cache=cache)
+        for i, why in enumerate(known or ()):
+            for m, reason in (why or {}).items():
+                if m in problems.per_film[i] and reason:
+                    problems.per_film[i][m] = reason
+        probs = np.full((n, len(self.genres)), np.nan, dtype=np.float32)
+        decided = np.zeros(probs.shape, dtype=bool)
         if usable.any():
             probs[usable] = self.scores({k: v[usable] for k, v in inputs.items()})
-        return probs
+            decided[usable] = self.decide(probs[usable]).astype(bool)
+        used, status = [], []
+        for i in range(n):
+            why = problems.per_film[i]
+            text = "; ".join(why[m] for m in self.reads if m in why)
+            if not usable[i]:
+                used.append([])
+                status.append(f"skipped: {text or 'unusable input'}")
+                continue
+            used.append([m for m in self.reads if m not in why])
+            status.append(f"partial: {text}" if text else "ok")
+            if "poster" in why and posters[i] is not None:  # a fusion model answered from the overview alone
+                warnings[i].append(f"the poster was not used ({why['poster']}); the genres come from the overview alone")
+        return Answers(self.genres, probs, decided, usable, problems, used, status, warnings, self.model_name, self.version)
+
+    def _strict(self, posters: list, overviews: list) -> Answers:
+        """:meth:`answer`, raising where a film cannot be answered as given: a poster given that cannot be used
+        (:class:`PosterError`), or no usable input at all (``ValueError``)."""
+        for i, poster in enumerate(posters):
+            if isinstance(poster, (str, os.PathLike)) and not Path(poster).is_file():
+                raise PosterError("poster missing", f"film {i + 1}: no file at {poster}")
+            if poster is not None and "poster" not in self.modalities:
+                open_poster(poster)  # checked all the same: a poster the caller names must be one
+        answers = self.answer(posters, overviews)
+        for i, poster in enumerate(posters):
+            reason = answers.problems.per_film[i].get("poster")
+            if poster is not None and reason and "poster" in self.modalities:
+                where = f" ({poster})" if isinstance(poster, (str, os.PathLike)) else ""
+                raise PosterError(reason, f"film {i + 1}'s poster{where} cannot be used; give a readable image, or no poster")
+            if not answers.usable[i]:
+                need = " or ".join(self.reads)
+                why = ", ".join(answers.problems.per_film[i].values()) or "no input"
+                raise ValueError(f"model '{self.model_name}' needs a usable {need}; film {i + 1} has none ({why})")
+        return answers
+
+    def predict_proba(self, posters: list, overviews: list) -> np.ndarray:
+        """Probabilities (n, genres); raises as :meth:`predict_many` does for a film it cannot answer."""
+        return self._strict(list(posters), list(overviews)).probs
 
     def predict(self, posters: list, overviews: list) -> np.ndarray:
-        """0/1 decisions (n, 25) at the run's thresholds; films it cannot read get all zeros."""
-        probs = self.predict_proba(posters, overviews)
-        ok = ~np.isnan(probs).any(axis=1)
-        out = np.zeros(probs.shape, dtype=np.int8)
-        if ok.any():
-            out[ok] = decide(probs[ok], self.thresholds_, self.config.get("min_one_genre", True), self.trained)
-        return out
+        """0/1 decisions (n, genres) at the run's thresholds; raises as :meth:`predict_many` does."""
+        return self._strict(list(posters), list(overviews)).decided.astype(np.int8)
 
     # -- one film at a time (CLI, service)
     def predict_many(self, films: list[tuple]) -> list[dict]:
-        """``films``: (poster PIL image/path or None, overview or None) pairs -> one result dict each."""
-        posters = [p for p, _ in films]
-        overviews = [(o or "").strip() or None for _, o in films]
-        used = []
-        for p, o in zip(posters, overviews):
-            u = []
-            if p is not None and "poster" in self.modalities:
-                u.append("poster")
-            if o and "overview" in self.modalities:
-                u.append("overview")
-            used.append(u)
-        inputs, usable, problems = self.transform(posters, [o or "" for o in overviews])
-        poster_ok = inputs["has_poster"][:, 0] > 0 if "has_poster" in inputs else usable
-        results = []
-        probs = np.full((len(films), len(self.genres)), np.nan)
-        if usable.any():
-            probs[usable] = self.scores({k: v[usable] for k, v in inputs.items()})
-        for i in range(len(films)):
-            if not usable[i]:
-                need = " or ".join(sorted(self.modalities))
-                raise ValueError(f"model '{self.model_name}' needs a usable {need}; film {i + 1} has none ({', '.join(problems) or 'no input'})")
-            decided = decide(probs[i : i + 1], self.thresholds_, self.config.get("min_one_genre", True), self.trained)[0]
-            results.append(
-                {
-                    "probabilities": {g: round(float(p), 4) for g, p in zip(self.genres, probs[i])},
-                    "genres": [g for g, d in zip(self.genres, decided) if d],
-                    "inputs_used": used[i],
-                    "model": self.model_name,
-                    "version": self.version,
-                }
-            )
-            if "poster" in used[i] and not poster_ok[i]:  # a fusion model answered from the overview alone
-                results[-1]["inputs_used"].remove("poster")
-                results[-1]["warnings"] = ["the poster could not be used; the genres come from the overview alone"]
-        return results
+        """``films``: (poster path/bytes/PIL image or None, overview or None) pairs -> one answer dict each.
+
+        A poster given that cannot be used raises :class:`PosterError`; a film with no usable input ``ValueError``.
+        """
+        answers = self._strict([p for p, _ in films], [o for _, o in films])
+        return [answers.film(i) for i in range(len(films))]
 
     def predict_one(self, poster=None, overview: str | None = None) -> dict:
         return self.predict_many([(poster, overview)])[0]

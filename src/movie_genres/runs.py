@@ -7,8 +7,12 @@ runs into its runs.
 from __future__ import annotations
 
 import json
+from functools import cached_property
 from pathlib import Path
 
+import numpy as np
+
+from movie_genres.evaluation.metrics import decide
 from movie_genres.features.inputs import FEATURIZER_FILE, VOCAB_FILE
 from movie_genres.io import read_json, write_json
 from movie_genres.models.registry import MODELS
@@ -36,6 +40,7 @@ LOGS = "logs"
 REPORT = "report.html"
 
 FINISHED = (MODEL, FEATURIZER, GENRES, THRESHOLDS, CONFIG)  # what predicting needs
+ANSWERS = (*FINISHED, VOCAB)  # the files whose bytes decide a run's answers (a catalogue output is stamped with them)
 
 
 class RunError(ValueError):
@@ -116,3 +121,94 @@ def expand_runs(paths) -> list[Path]:
         else:
             out.append(path)
     return out
+
+
+class Run:
+    """One finished run folder, read through one object: what the predictor, the report, the catalogue's stamp and
+    the Ray engine know of a run comes from here (the file names stay in this module).
+
+    Example:
+        >>> run = Run("runs/main")  # doctest: +SKIP
+        >>> run.model_name, run.genres[:2], run.training_ids() & {"tt0086425"}  # doctest: +SKIP
+    """
+
+    def __init__(self, path, finished: bool = True):
+        self.path = resolve_run(path) if finished else Path(path)
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    @cached_property
+    def config(self) -> dict:
+        """The run's full Config plus ``data_dir``, ``model``, ``version``."""
+        return read_config(self.path)
+
+    @cached_property
+    def _genres(self) -> dict:
+        return read_genres(self.path)
+
+    @property
+    def genres(self) -> list[str]:
+        """The run's genre names, in the order of its outputs."""
+        return [str(g) for g in self._genres["genres"]]
+
+    @property
+    def trained(self) -> np.ndarray:
+        """Per genre: learned (True) or too rare in training to learn (never decided, scored 0)."""
+        return np.asarray(self._genres.get("trained", [True] * len(self.genres)), dtype=bool)
+
+    @property
+    def excluded(self) -> list[str]:
+        return [str(g) for g in self._genres.get("excluded", [g for g, t in zip(self.genres, self.trained) if not t])]
+
+    @cached_property
+    def thresholds(self) -> np.ndarray:
+        """Per genre, the decision threshold tuned on the validation split."""
+        return np.asarray(read_thresholds(self.path, genres=self.genres)["thresholds"], dtype=np.float64)
+
+    @property
+    def model_name(self) -> str:
+        return str(self.config.get("model", "?"))
+
+    @property
+    def min_one_genre(self) -> bool:
+        return bool(self.config.get("min_one_genre", True))
+
+    @property
+    def data_dir(self) -> str | None:
+        """The dataset the run was trained on, as its config recorded it."""
+        return self.config.get("data_dir")
+
+    def metrics(self, required: bool = True) -> dict | None:
+        return read_metrics(self.path, required)
+
+    def featurizer_spec(self) -> dict:
+        return read_json(self.path / FEATURIZER)
+
+    @property
+    def model_file(self) -> Path:
+        return self.path / MODEL
+
+    def answer_files(self) -> list[Path]:
+        """The files whose bytes decide this run's answers (those it has)."""
+        return [self.path / f for f in ANSWERS if (self.path / f).exists()]
+
+    def split(self) -> dict[str, str]:
+        """``{Id: "train" | "val"}`` from the run's split.csv (empty if the run has none)."""
+        from movie_genres.data.split import load_split
+
+        path = self.path / SPLIT
+        return load_split(path) if path.is_file() else {}
+
+    def training_ids(self) -> set[str]:
+        """The Ids of the films this run was trained on (its split's training part)."""
+        return {fid for fid, part in self.split().items() if part == "train"}
+
+    def validation_ids(self) -> set[str]:
+        return {fid for fid, part in self.split().items() if part == "val"}
+
+    def decide(self, probs: np.ndarray, thresholds=None) -> np.ndarray:
+        """0/1 decisions for ``probs`` (n, genres) at the run's thresholds (or ``thresholds``), by the run's rule:
+        only learned genres, and at least the top one where ``min_one_genre``."""
+        thr = self.thresholds if thresholds is None else thresholds
+        return decide(probs, thr, self.min_one_genre, self.trained)

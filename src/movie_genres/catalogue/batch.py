@@ -19,7 +19,6 @@ import numpy as np
 import pyarrow as pa
 
 from movie_genres.catalogue.read import read_poster
-from movie_genres.evaluation.metrics import decide
 from movie_genres.features.posters import PosterError, open_poster
 
 DEFAULT_BATCH = 64  # films decoded and encoded at once: MiniLM's batch, eight of EfficientNet's
@@ -51,9 +50,7 @@ class BatchPredictor:
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
         self.predictor, self.batch_size = predictor, int(batch_size)
-        self.reads = sorted(predictor.modalities, key=["poster", "overview"].index)
         self.schema = output_schema(predictor.genres)
-        self.min_one = predictor.config.get("min_one_genre", True)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="movie-genres-decode")
         self._ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="movie-genres-next-batch")
 
@@ -65,13 +62,11 @@ class BatchPredictor:
         overviews = rows.column("overview").to_pylist()
         notes = rows.column("note").to_pylist()
         starts = list(range(0, n, self.batch_size))
-        probs = np.full((n, len(self.predictor.genres)), np.nan, dtype=np.float32)
-        decided = np.zeros(probs.shape, dtype=bool)
-        used: list[list[str]] = [[] for _ in range(n)]
-        status: list[str] = [""] * n
+        reads_poster = "poster" in self.predictor.modalities
+        parts = []
 
         def decode(start: int):
-            if "poster" not in self.reads:
+            if not reads_poster:
                 return None
             return list(self._pool.map(_decode, posters[start : start + self.batch_size]))
 
@@ -81,41 +76,25 @@ class BatchPredictor:
             decoded = pending.result()
             pending = self._ahead.submit(decode, starts[k + 1]) if k + 1 < len(starts) else None
             images = [d[0] for d in decoded] if decoded else [None] * (stop - start)
-            texts = [o or "" for o in overviews[start:stop]]
-            reasons = []  # per film: why each input it reads is unusable
-            for i in range(start, stop):
-                why = {}
-                if "poster" in self.reads and images[i - start] is None:
-                    why["poster"] = decoded[i - start][1]
-                if "overview" in self.reads and not overviews[i]:
-                    why["overview"] = notes[i] if notes[i] and "overview" in notes[i] else "no overview"
-                reasons.append(why)
-            inputs, usable, _ = self.predictor.transform(images, texts, cache=False)
-            mine = np.array([len(w) < len(self.reads) for w in reasons], dtype=bool)
-            usable = usable & mine
-            if usable.any():
-                p = self.predictor.scores({key: v[usable] for key, v in inputs.items()})
-                rows_ = start + np.flatnonzero(usable)
-                probs[rows_] = p
-                decided[rows_] = decide(p, self.predictor.thresholds_, self.min_one, self.predictor.trained).astype(bool)
-            for j, why in enumerate(reasons):
-                i = start + j
-                text = "; ".join(why[m] for m in self.reads if m in why)
-                if not usable[j]:
-                    status[i] = f"skipped: {text or 'unusable input'}"
-                    continue
-                used[i] = [m for m in self.reads if m not in why]
-                status[i] = f"partial: {text}" if text else "ok"
+            known = []  # what the reader and the decoder already know of each film's inputs
+            for j, i in enumerate(range(start, stop)):
+                why = {"overview": notes[i] if notes[i] and "overview" in notes[i] else "no overview"}
+                if decoded:
+                    why["poster"] = decoded[j][1]
+                known.append(why)
+            parts.append(self.predictor.answer(images, overviews[start:stop], known=known, cache=False))
             if on_batch is not None:
                 on_batch(stop - start)
         genres = np.asarray(self.predictor.genres)
+        probs = np.concatenate([a.probs for a in parts]) if parts else np.zeros((0, len(genres)), np.float32)
+        decided = np.concatenate([a.decided for a in parts]) if parts else np.zeros((0, len(genres)), bool)
+        ok = np.concatenate([a.usable for a in parts]) if parts else np.zeros(0, dtype=bool)
         cols = {"Id": pa.array(ids, pa.string())}
-        ok = ~np.isnan(probs[:, 0]) if n else np.zeros(0, dtype=bool)
         for g, column in zip(self.predictor.genres, probs.T):
             cols[f"prob_{g}"] = pa.array(column, pa.float32(), mask=~ok)
         cols["genres"] = pa.array([genres[d].tolist() for d in decided], pa.list_(pa.string()))
-        cols["inputs_used"] = pa.array(used, pa.list_(pa.string()))
-        cols["status"] = pa.array(status, pa.string())
+        cols["inputs_used"] = pa.array([u for a in parts for u in a.inputs_used], pa.list_(pa.string()))
+        cols["status"] = pa.array([st for a in parts for st in a.status], pa.string())
         cols["model"] = pa.array([self.predictor.model_name] * n, pa.string())
         cols["version"] = pa.array([self.predictor.version] * n, pa.string())
         cols["_row"] = rows.column("_row")

@@ -26,7 +26,7 @@ def stratified_split(labels: np.ndarray, val_fraction: float = 0.2, seed: int = 
     return np.sort(train_idx), np.sort(val_idx)
 
 
-def save_manifest(path: str | Path, ids: list[str], train_idx: np.ndarray, val_idx: np.ndarray) -> Path:
+def save_split(path: str | Path, ids: list[str], train_idx: np.ndarray, val_idx: np.ndarray) -> Path:
     split = np.full(len(ids), "", dtype=object)
     split[train_idx] = "train"
     split[val_idx] = "val"
@@ -34,6 +34,6 @@ def save_manifest(path: str | Path, ids: list[str], train_idx: np.ndarray, val_i
     return atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
-def load_manifest(path: str | Path) -> dict[str, str]:
+def load_split(path: str | Path) -> dict[str, str]:
     frame = pd.read_csv(path, dtype=str)
     return dict(zip(frame["Id"], frame["split"]))

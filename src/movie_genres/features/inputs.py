@@ -11,7 +11,9 @@ Each featurizer is fitted on the training split only and saved in the run folder
 ``transform(posters, overviews)`` takes aligned lists: posters as file paths, bytes, PIL images or None; overviews as
 strings or None. Every poster is decoded by ``posters.open_poster``, so the three forms of one poster give identical
 inputs. It returns ``(inputs, usable, problems)``: a dict of arrays, a bool mask of the films this featurizer can
-score, and a Counter of why the others cannot.
+score, and :class:`Problems`: film by film, which input it reads was unusable and why, plus the poster decoder's
+conversions (greyscale, CMYK, not JPEG). Every path that answers films (predict, evaluate, the catalogue, explanations,
+the service) reads its statuses and skip counts from there.
 
 ``write_cache`` (default True; not saved) set to False makes ``transform`` read the on-disk caches but never write
 under the cache dir: a server sets it, so request traffic never grows the training caches.
@@ -20,11 +22,12 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from movie_genres.features.posters import PosterError, decode_posters, open_poster
+from movie_genres.features.posters import CHECK_SIZE, PosterError, decode_posters, open_poster
 from movie_genres.features.vectorizer import OverviewVectorizer
 from movie_genres.io import default_cache_dir, read_json, write_json
 
@@ -36,49 +39,92 @@ class FeaturizerError(ValueError):
     """A run's featurizer.json cannot be used with what is installed (e.g. another encoder version)."""
 
 
+@dataclass
+class Problems:
+    """Why films' inputs could not be used, film by film, and what the poster decoder converted.
+
+    ``per_film[i]`` maps each input film ``i`` lacks (of those the featurizer reads) to its reason, e.g.
+    ``{"poster": "poster truncated"}``; ``notes`` counts conversions (``poster greyscale converted to RGB``, ...).
+    """
+
+    per_film: list[dict[str, str]]
+    notes: Counter = field(default_factory=Counter)
+
+    @classmethod
+    def none(cls, n: int) -> "Problems":
+        return cls([{} for _ in range(n)])
+
+    def add(self, i: int, modality: str, reason: str) -> None:
+        self.per_film[i].setdefault(modality, reason)
+
+    def counts(self) -> Counter:
+        """Every reason, over all films."""
+        return Counter(r for why in self.per_film for r in why.values())
+
+    def skipped(self, usable) -> Counter:
+        """The films not usable, one reason each: the input's reason, or ``no usable input (a, b)``."""
+        out: Counter = Counter()
+        for ok, why in zip(usable, self.per_film):
+            if not ok:
+                reasons = [why[m] for m in sorted(why, key=("poster", "overview").index)]
+                out[reasons[0] if len(reasons) == 1 else
+                    f"no usable input ({', '.join(reasons)})" if reasons else "unusable input"] += 1
+        return out
+
+    def partial(self, usable) -> Counter:
+        """The reasons of the usable films that lack an input (a fusion model answering from one)."""
+        return Counter(r for ok, why in zip(usable, self.per_film) if ok for r in why.values())
+
+    def __add__(self, other: "Problems") -> "Problems":
+        return Problems(self.per_film + other.per_film, self.notes + other.notes)
+
+
 def _poster_pixels(posters: list, size: int, cache_dir: Path | None, workers: int, progress: bool, write_cache: bool = True):
-    """Decode posters given as paths (cached, parallel), bytes or PIL images; returns (uint8 arrays, ok, problems)."""
+    """Decode posters given as paths (cached, parallel), bytes or PIL images; returns (uint8 arrays, ok, Problems)."""
     n = len(posters)
     images = np.zeros((n, size, size, 3), dtype=np.uint8)
     ok = np.zeros(n, dtype=bool)
-    problems: Counter = Counter()
+    problems = Problems.none(n)
     path_idx = [i for i, p in enumerate(posters) if isinstance(p, (str, os.PathLike))]
     if path_idx:
-        arr, good, probs, _ = decode_posters([Path(posters[i]) for i in path_idx], size, cache_dir, workers, progress,
-                                             write_cache=write_cache)
+        arr, good, reasons, notes = decode_posters([Path(posters[i]) for i in path_idx], size, cache_dir, workers, progress,
+                                                   write_cache=write_cache)
         images[path_idx], ok[path_idx] = arr, good
-        problems.update(probs)
+        for i, reason in zip(path_idx, reasons):
+            if reason:
+                problems.add(i, "poster", reason)
+        problems.notes.update(notes)
     for i, p in enumerate(posters):
         if p is None:
-            problems["poster missing"] += 1
+            problems.add(i, "poster", "poster missing")
         elif not isinstance(p, (str, os.PathLike)):
             try:
-                images[i] = np.asarray(open_poster(p, size), dtype=np.uint8)
+                images[i] = np.asarray(open_poster(p, size, problems.notes), dtype=np.uint8)
                 ok[i] = True
             except PosterError as exc:
-                problems[exc.reason] += 1
+                problems.add(i, "poster", exc.reason)
     return images, ok, problems
 
 
-def _open_posters(posters: list) -> tuple[list, np.ndarray, Counter]:
-    """Each poster decoded once at full size (``open_poster``): (images or None, ok, problems)."""
+def _open_posters(posters: list) -> tuple[list, np.ndarray, Problems]:
+    """Each poster decoded once at full size (``open_poster``): (images or None, ok, Problems)."""
     images: list = [None] * len(posters)
-    problems: Counter = Counter()
+    problems = Problems.none(len(posters))
     for i, p in enumerate(posters):
         if p is None:
-            problems["poster missing"] += 1
+            problems.add(i, "poster", "poster missing")
             continue
         try:
-            images[i] = open_poster(p)
+            images[i] = open_poster(p, notes=problems.notes)
         except PosterError as exc:
-            problems[exc.reason] += 1
+            problems.add(i, "poster", exc.reason)
     return images, np.array([im is not None for im in images], dtype=bool), problems
 
 
 class PosterPixels:
     modalities = ("poster",)
 
-    def __init__(self, image_size: int = 64, cache_dir: str = "", workers: int = 2):
+    def __init__(self, image_size: int = CHECK_SIZE, cache_dir: str = "", workers: int = 2):
         self.image_size, self.cache_dir, self.workers = image_size, cache_dir, workers
         self.write_cache = True
 
@@ -111,7 +157,9 @@ class OverviewTokens:
 
     def transform(self, posters, overviews, progress: bool = True, cache: bool | None = None):
         ok = np.array([bool(t and t.strip()) for t in overviews], dtype=bool)
-        problems = Counter({"empty overview": int((~ok).sum())}) if (~ok).any() else Counter()
+        problems = Problems.none(len(overviews))
+        for i in np.flatnonzero(~ok):
+            problems.add(i, "overview", "empty overview")
         return {"overview": self.vectorizer.transform([t or "" for t in overviews])}, ok, problems
 
     def save(self, run_dir: Path) -> None:
@@ -192,14 +240,15 @@ class PretrainedFeatures:
             return feats
 
         inputs: dict[str, np.ndarray] = {}
-        problems: Counter = Counter()
+        problems = Problems.none(n)
         has_text = np.array([bool(t and t.strip()) for t in overviews], dtype=bool)
         has_image = np.zeros(n, dtype=bool)
         jobs = {}  # input name -> [(encoder, items, rows)]
         if self.text_encoder:
             idx = np.flatnonzero(has_text)
             jobs["text_features"] = [(get_encoder(self.text_encoder), [overviews[i] for i in idx], idx)]
-            problems["empty overview"] += int((~has_text).sum())
+            for i in np.flatnonzero(~has_text):
+                problems.add(i, "overview", "empty overview")
         if self.image_encoders:
             # The encoders only ever see posters that decode. Without the disk cache (a request's few films, or a
             # catalogue's batch) posters are decoded once here and handed over as images; with it they are checked
@@ -208,9 +257,12 @@ class PretrainedFeatures:
             if not use_cache:
                 decoded, has_image, probs = _open_posters(posters)
             else:
-                _, has_image, probs = _poster_pixels(posters, 64, cache_dir, self.workers, progress, self.write_cache)
+                _, has_image, probs = _poster_pixels(posters, CHECK_SIZE, cache_dir, self.workers, progress, self.write_cache)
                 decoded = posters
-            problems.update(probs)
+            for i, why in enumerate(probs.per_film):
+                for m, r in why.items():
+                    problems.add(i, m, r)
+            problems.notes.update(probs.notes)
             idx = np.flatnonzero(has_image)
             jobs["image_features"] = [(get_encoder(name), [decoded[i] for i in idx], idx) for name in self.image_encoders]
         tasks = [job for parts in jobs.values() for job in parts]
@@ -232,7 +284,7 @@ class PretrainedFeatures:
             usable |= has_text
         if self.image_encoders:
             usable |= has_image
-        return inputs, usable, +problems
+        return inputs, usable, problems
 
     def save(self, run_dir: Path) -> None:
         from movie_genres.features.encoders import get_encoder

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import os
 from collections import Counter
@@ -24,7 +25,8 @@ log = logging.getLogger(__name__)
 
 # Refuse absurd images before decoding them (a 20000x20000 JPEG is a decompression bomb, not a poster).
 MAX_PIXELS = 40_000_000
-CACHE_VERSION = "posters-v2"  # v2: full decode (no JPEG draft()), EXIF orientation applied
+CACHE_VERSION = "posters-v3"  # v2: full decode (no JPEG draft()), EXIF orientation applied; v3: conversion notes kept
+CHECK_SIZE = 64  # the original CNN's poster size (64x64); posters for the pretrained encoders are checked at it too
 
 
 class PosterError(ValueError):
@@ -161,22 +163,23 @@ def _file_key(path: Path | None, size: int) -> str:
 
 
 def decode_posters(
-    paths: list[Path | None], size: int = 64, cache_dir: str | Path | None = None, workers: int = 2, progress: bool = True,
-    write_cache: bool = True,
-) -> tuple[np.ndarray, np.ndarray, Counter, Counter]:
+    paths: list[Path | None], size: int = CHECK_SIZE, cache_dir: str | Path | None = None, workers: int = 2,
+    progress: bool = True, write_cache: bool = True,
+) -> tuple[np.ndarray, np.ndarray, list[str | None], Counter]:
     """Decode poster files with :func:`open_poster` to ``uint8`` arrays of shape (n, size, size, 3).
 
-    Returns ``(images, ok, problems, notes)``: ``ok[i]`` is False where poster ``i`` is unusable (its image is zeros),
-    ``problems`` counts why, ``notes`` counts conversions. With ``cache_dir`` each decoded poster is cached by file
-    content, so a second call decodes nothing; ``write_cache=False`` reads that cache but never writes it.
+    Returns ``(images, ok, reasons, notes)``: ``ok[i]`` is False where poster ``i`` is unusable (its image is zeros)
+    and ``reasons[i]`` then says why (None where it decoded), ``notes`` counts conversions. With ``cache_dir`` each
+    decoded poster is cached by file content with its conversion notes, so a second call decodes nothing and counts
+    the same notes; ``write_cache=False`` reads that cache but never writes it.
 
     Example:
-        >>> images, ok, problems, notes = decode_posters(ds.poster_paths, 64, "~/.cache/movie-genres")  # doctest: +SKIP
+        >>> images, ok, reasons, notes = decode_posters(ds.poster_paths, 64, "~/.cache/movie-genres")  # doctest: +SKIP
     """
     n = len(paths)
     images = np.zeros((n, size, size, 3), dtype=np.uint8)
     ok = np.zeros(n, dtype=bool)
-    problems: Counter = Counter()
+    reasons: list[str | None] = [None] * n
     notes: Counter = Counter()
     keys = [_file_key(Path(p) if p else None, size) for p in paths]
     cache = _load_cache(cache_dir, size)
@@ -184,7 +187,8 @@ def decode_posters(
     for i, key in enumerate(keys):
         hit = cache.get(key)
         if hit is not None:
-            images[i], ok[i] = hit, True
+            images[i], ok[i] = hit[0], True
+            notes.update(hit[1])
         else:
             todo.append(i)
     if todo:
@@ -199,21 +203,22 @@ def decode_posters(
         for i, (arr, reason, note) in zip(todo, results):
             notes.update(note)
             if arr is None:
-                problems[reason] += 1
+                reasons[i] = reason
                 continue
             images[i], ok[i] = arr, True
             if not keys[i].startswith("unreadable:"):
-                cache[keys[i]] = arr
+                cache[keys[i]] = (arr, note)
         if cache_dir is not None and write_cache:
             _save_cache(cache_dir, size, cache)
-    return images, ok, problems, notes
+    return images, ok, reasons, notes
 
 
 def _cache_path(cache_dir: str | Path, size: int) -> Path:
     return Path(cache_dir).expanduser() / "posters" / f"{CACHE_VERSION}-{size}.npz"
 
 
-def _load_cache(cache_dir: str | Path | None, size: int) -> dict[str, np.ndarray]:
+def _load_cache(cache_dir: str | Path | None, size: int) -> dict[str, tuple[np.ndarray, dict]]:
+    """``{file key: (pixels, conversion notes)}`` from the poster cache (empty when there is none or it is stale)."""
     if cache_dir is None:
         return {}
     path = _cache_path(cache_dir, size)
@@ -221,23 +226,25 @@ def _load_cache(cache_dir: str | Path | None, size: int) -> dict[str, np.ndarray
         return {}
     try:
         with np.load(path, allow_pickle=False) as z:
-            keys, arrays, version = z["keys"], z["images"], str(z["version"])
-        if version != CACHE_VERSION or arrays.shape[1:] != (size, size, 3) or len(keys) != len(arrays):
+            keys, arrays, notes, version = z["keys"], z["images"], z["notes"], str(z["version"])
+        if version != CACHE_VERSION or arrays.shape[1:] != (size, size, 3) or not len(keys) == len(arrays) == len(notes):
             raise ValueError(f"stale cache (version {version}, shape {arrays.shape})")
+        notes = [json.loads(str(n)) for n in notes]
     except Exception as exc:  # a corrupted or stale cache is rebuilt, never trusted
         log.warning("poster cache %s is unusable (%s); rebuilding it", path, exc)
         return {}
-    return dict(zip(keys.tolist(), arrays))
+    return {k: (a, nt) for k, a, nt in zip(keys.tolist(), arrays, notes)}
 
 
-def _save_cache(cache_dir: str | Path, size: int, cache: dict[str, np.ndarray]) -> None:
+def _save_cache(cache_dir: str | Path, size: int, cache: dict[str, tuple[np.ndarray, dict]]) -> None:
     if not cache:
         return
     keys = np.array(list(cache.keys()))
-    arrays = np.stack(list(cache.values()))
+    arrays = np.stack([a for a, _ in cache.values()])
+    notes = np.array([json.dumps(nt, sort_keys=True) for _, nt in cache.values()])
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
-            np.savez(fh, keys=keys, images=arrays, version=np.array(CACHE_VERSION))
+            np.savez(fh, keys=keys, images=arrays, notes=notes, version=np.array(CACHE_VERSION))
 
     atomic_write(_cache_path(cache_dir, size), write)

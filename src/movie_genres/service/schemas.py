@@ -15,6 +15,8 @@ class Prediction(BaseModel):
     genres: list[str] = Field(description="the decided genres (probability over the genre's tuned threshold); "
                                           "at least one")
     inputs_used: list[str] = Field(description='the inputs the model read: "poster" and/or "overview"')
+    status: str = Field(default="ok", description='"ok", or "partial: <reason>" when the model answered from fewer '
+                                                  "inputs than it reads (a fusion model given only an overview)")
     model: str
     version: str
 

@@ -10,7 +10,7 @@ import numpy as np
 from movie_genres import runs
 from movie_genres.config import Config
 from movie_genres.data.dataset import Dataset, load_dataset
-from movie_genres.data.split import load_manifest, save_manifest, stratified_split
+from movie_genres.data.split import load_split, save_split, stratified_split
 from movie_genres.models.registry import make_featurizer
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ class Prepared:
         self.inputs, self.usable, self.problems = inputs, usable, problems
         self.train_idx = train_idx[usable[train_idx]]
         self.val_idx = val_idx[usable[val_idx]]
-        self.skipped = Counter(ds.skipped) + problems_of(ds, usable, problems)
+        self.skipped = Counter(ds.skipped) + problems.skipped(usable)
         counts = ds.labels[self.train_idx].sum(axis=0)
         self.trained = counts >= cfg.min_positives
         self.excluded = [g for g, t in zip(ds.genres, self.trained) if not t]
@@ -39,18 +39,6 @@ class Prepared:
         runs.write_genres(run_dir, self.ds.genres, self.trained.tolist(), self.excluded)
 
 
-def problems_of(ds: Dataset, usable: np.ndarray, problems: Counter) -> Counter:
-    """Films dropped because this model cannot read them, by reason."""
-    dropped = int((~usable).sum())
-    if not dropped:
-        return Counter()
-    reasons = Counter({k: v for k, v in problems.items() if v})
-    total = sum(reasons.values())
-    if total == dropped:
-        return reasons
-    return Counter({"unusable input": dropped}) if not reasons else Counter({f"no usable input ({', '.join(sorted(reasons))})": dropped})
-
-
 def load_films(cfg: Config, data_dir) -> Dataset:
     ds = load_dataset(data_dir)
     return ds.subset(np.arange(min(cfg.limit, len(ds)))) if cfg.limit else ds
@@ -59,14 +47,14 @@ def load_films(cfg: Config, data_dir) -> Dataset:
 def prepare(cfg: Config, data_dir, run_dir: Path, resume: bool = False, ds: Dataset | None = None) -> Prepared:
     """Split (or, resuming, read the run's split back), fit the featurizer on the training films, transform all."""
     ds = ds if ds is not None else load_films(cfg, data_dir)
-    manifest = run_dir / runs.SPLIT
-    if resume and manifest.exists():
-        split = load_manifest(manifest)
+    split_file = run_dir / runs.SPLIT
+    if resume and split_file.exists():
+        split = load_split(split_file)
         train_idx = np.array([i for i, f in enumerate(ds.ids) if split.get(f) == "train"])
         val_idx = np.array([i for i, f in enumerate(ds.ids) if split.get(f) == "val"])
     else:
         train_idx, val_idx = stratified_split(ds.labels, cfg.val_fraction, cfg.seed)
-        save_manifest(manifest, ds.ids, train_idx, val_idx)
+        save_split(split_file, ds.ids, train_idx, val_idx)
     featurizer = make_featurizer(cfg)
     featurizer.fit([ds.poster_paths[i] for i in train_idx], [ds.overviews[i] for i in train_idx])
     inputs, usable, problems = featurizer.transform(ds.poster_paths, ds.overviews, progress=cfg.verbose > 0)
