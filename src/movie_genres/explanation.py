@@ -17,12 +17,12 @@ Example:
 """
 from __future__ import annotations
 
-import difflib
 import re
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from movie_genres._names import did_you_mean
 from movie_genres.data.text import has_surrogates
 from movie_genres.predictor import SURROGATES
 
@@ -161,8 +161,7 @@ def _check_genres(predictor, genres) -> list[str]:
     out = []
     for g in names:
         if g not in predictor.genres:
-            close = difflib.get_close_matches(str(g), predictor.genres, n=1)
-            raise ValueError(f"unknown genre '{g}'" + (f"; did you mean '{close[0]}'?" if close else f" (genres: {', '.join(predictor.genres)})"))
+            raise ValueError(f"unknown genre '{g}'" + (did_you_mean(g, predictor.genres) or f" (genres: {', '.join(predictor.genres)})"))
         if not predictor.trained[predictor.genres.index(g)]:
             raise ValueError(f"genre '{g}' is not learned by this run (too few training films), so it is never predicted")
         if g not in out:

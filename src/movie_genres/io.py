@@ -1,4 +1,4 @@
-"""Atomic file writes and run folders.
+"""Atomic file writes, run folders, and the machine's core count.
 
 Every artifact is written to a temporary name in the same folder and renamed into place, so a crash never leaves a
 half-written file that a later command trusts. Disk-full and permission errors become one clear ``OutputError``.
@@ -12,6 +12,14 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+
+def available_cores() -> int:
+    """The CPU cores this process may use (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 class OutputError(RuntimeError):

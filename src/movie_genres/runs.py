@@ -207,6 +207,33 @@ class Run:
     def validation_ids(self) -> set[str]:
         return {fid for fid, part in self.split().items() if part == "val"}
 
+    def history(self):
+        """The per-epoch history (a DataFrame), or None when the run has none (composed runs) or it is empty."""
+        import pandas as pd
+
+        path = self.path / HISTORY
+        if not path.is_file() or path.stat().st_size == 0:
+            return None
+        try:
+            frame = pd.read_csv(path)
+        except pd.errors.EmptyDataError:
+            return None
+        return None if frame.empty else frame
+
+    def validation_predictions(self):
+        """``(ids, y_true, probs)`` from val_predictions.csv in the run's genre order, or None without the file."""
+        import pandas as pd
+
+        path = self.path / PREDICTIONS
+        if not path.is_file():
+            return None
+        frame = pd.read_csv(path, dtype={"Id": str}, keep_default_na=False)
+        missing = [c for g in self.genres for c in (f"true_{g}", f"prob_{g}") if c not in frame.columns]
+        if missing:
+            raise RunError(f"{path}: missing columns {missing[:4]}{' ...' if len(missing) > 4 else ''}")
+        return (frame["Id"].astype(str).tolist(), frame[[f"true_{g}" for g in self.genres]].to_numpy(dtype=int),
+                frame[[f"prob_{g}" for g in self.genres]].to_numpy(dtype=float))
+
     def decide(self, probs: np.ndarray, thresholds=None) -> np.ndarray:
         """0/1 decisions for ``probs`` (n, genres) at the run's thresholds (or ``thresholds``), by the run's rule:
         only learned genres, and at least the top one where ``min_one_genre``."""

@@ -19,11 +19,11 @@ import numpy as np
 import pyarrow as pa
 
 from movie_genres.catalogue.read import open_catalogue, read_poster
+from movie_genres.features.encoders.cache import FLUSH_SECONDS
 from movie_genres.features.posters import PosterError, open_poster
 
 log = logging.getLogger(__name__)
 
-FLUSH_SECONDS = 60.0
 ROWS_SCHEMA = pa.schema([("encoder", pa.string()), ("key", pa.string()), ("features", pa.binary()), ("event", pa.string()), ("n", pa.int64())])
 
 

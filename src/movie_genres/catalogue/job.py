@@ -15,7 +15,7 @@ from movie_genres._version import __version__
 from movie_genres.catalogue.batch import DEFAULT_BATCH, BatchPredictor, output_schema
 from movie_genres.catalogue.output import PartStore, run_fingerprint
 from movie_genres.catalogue.read import open_catalogue
-from movie_genres.io import read_json
+from movie_genres.runs import Run
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +60,13 @@ def predict_catalogue(run_dir, data=None, manifest=None, output=None, engine: st
     finally:
         bar.close()
     seconds = time.perf_counter() - started
-    config = read_json(run / "config.json")
+    config = Run(run).config
     counts = store.status_counts()
     summary = _summary(counts, catalogue.dropped)
     summary.update(output=str(store.output), model=config.get("model", "?"), version=config.get("version", __version__), engine=engine,
                    batch_size=int(batch_size), **extra, seconds=round(seconds, 1), films_tagged_now=done,
                    films_per_second=round(done / seconds, 2) if seconds > 0 else None, parts=len(parts), parts_resumed=resumed)
-    summary = store.assemble(output_schema(read_json(run / "genres.json")["genres"]), parts, summary)
+    summary = store.assemble(output_schema(Run(run).genres), parts, summary)
     log.info("%s: %d films, %d ok, %d partial, %d skipped%s", store.output, summary["films"], summary["ok"], summary["partial"], summary["skipped"],
              "; not in the output: " + ", ".join(f"{v} {k}" for k, v in summary["not_in_output"].items()) if summary["not_in_output"] else "")
     return summary

@@ -25,24 +25,22 @@ import pyarrow.parquet as pq
 
 from movie_genres.catalogue.errors import OutputMismatch
 from movie_genres.io import atomic_write, read_json, write_json
+from movie_genres.runs import Run
 
 STAMP_FORMAT = 1
-RUN_FILES = ("model.keras", "genres.json", "thresholds.json", "featurizer.json", "vocab.json", "config.json")
 FORMATS = (".parquet", ".csv")
 
 
 def run_fingerprint(run_dir: Path) -> dict:
     """The run a prediction came from: its folder and the sha256 of the files that decide the answers."""
+    run = Run(run_dir)
     h = hashlib.sha256()
-    for name in RUN_FILES:
-        path = run_dir / name
-        if path.is_file():
-            h.update(name.encode() + b"\0")
-            with open(path, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
-    config = read_json(run_dir / "config.json")
-    return {"dir": str(run_dir.resolve()), "model": config.get("model", "?"), "sha256": h.hexdigest()}
+    for path in run.answer_files():
+        h.update(path.name.encode() + b"\0")
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return {"dir": str(run.path.resolve()), "model": run.model_name, "sha256": h.hexdigest()}
 
 
 def _same(a: dict, b: dict) -> bool:

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from movie_genres.catalogue.batch import output_schema
 from movie_genres.catalogue.errors import EngineError
-from movie_genres.io import read_json
+from movie_genres.runs import Run
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def plan_actors(ray, actors: int | None) -> dict:
 
 def encoder_names(run_dir: Path) -> list[str]:
     """The pretrained encoders a run's featurizer uses (none for the original CNN / BiLSTM)."""
-    spec = read_json(run_dir / "featurizer.json")
+    spec = Run(run_dir).featurizer_spec()
     if spec.get("kind") != "pretrained":
         return []
     return [n for n in [spec.get("text_encoder"), *spec.get("image_encoders", [])] if n]
@@ -123,7 +123,7 @@ def run_ray(run: Path, catalogue, store, batch_size: int, actors: int | None, ad
     """Like the local engine: returns (part indices, parts resumed, films tagged now, engine facts for the summary)."""
     ray, started = start_ray(address)
     try:
-        schema = output_schema(read_json(run / "genres.json")["genres"])
+        schema = output_schema(Run(run).genres)
         parts, resumed = [], 0
         expected: dict[int, tuple[int, int]] = {}  # part -> (rows, input rows)
         refs = []

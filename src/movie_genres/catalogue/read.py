@@ -67,9 +67,6 @@ class Catalogue:
     columns: dict = field(default_factory=dict)  # role ("Id", "poster", "overview") -> column name in the table
     dropped: Counter = field(default_factory=Counter)  # filled as parts() runs; complete once it has
 
-    def describe(self) -> str:
-        return {"dataset": "dataset folder", "posters": "folder of posters", "manifest": "manifest"}[self.kind] + f" {self.path}"
-
     # -- identity of the input: an output is only continued for the same one
     def fingerprint(self) -> dict:
         h = hashlib.sha256()

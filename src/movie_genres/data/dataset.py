@@ -82,12 +82,6 @@ class Dataset:
     def n_skipped(self) -> int:
         return int(sum(self.skipped.values()))
 
-    def has_overview(self) -> np.ndarray:
-        return np.array([bool(t) for t in self.overviews])
-
-    def has_poster(self) -> np.ndarray:
-        return np.array([p is not None for p in self.poster_paths])
-
     def subset(self, index) -> "Dataset":
         index = np.asarray(index)
         if index.dtype == bool:
@@ -103,14 +97,6 @@ class Dataset:
             notes=Counter(self.notes),
             problems=list(self.problems),
         )
-
-    def drop(self, keep: np.ndarray, reason_per_row: list[str | None]) -> "Dataset":
-        """Keep rows where ``keep``; count the others under their reason in ``skipped``."""
-        out = self.subset(keep)
-        for ok, reason in zip(keep, reason_per_row):
-            if not ok:
-                out.skipped[reason or "unusable"] += 1
-        return out
 
     def summary(self) -> str:
         parts = [f"{len(self)} usable films"]

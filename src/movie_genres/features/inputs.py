@@ -31,6 +31,8 @@ from movie_genres.features.posters import CHECK_SIZE, PosterError, decode_poster
 from movie_genres.features.vectorizer import OverviewVectorizer
 from movie_genres.io import default_cache_dir, read_json, write_json
 
+TEXT_ENCODER = "minilm"  # the default text encoder: all-MiniLM-L6-v2 (config ``text_encoder``)
+IMAGE_ENCODERS = ("effnet-lite0", "nsfw-resnet50")  # the default poster encoders, stacked (config ``image_encoders``)
 FEATURIZER_FILE = "featurizer.json"  # in the run folder: which featurizer, and its settings
 VOCAB_FILE = "vocab.json"  # in the run folder: the overview tokenizer (OverviewTokens only)
 
@@ -79,7 +81,7 @@ class Problems:
         return Problems(self.per_film + other.per_film, self.notes + other.notes)
 
 
-def _poster_pixels(posters: list, size: int, cache_dir: Path | None, workers: int, progress: bool, write_cache: bool = True):
+def _decode_poster_arrays(posters: list, size: int, cache_dir: Path | None, workers: int, progress: bool, write_cache: bool = True):
     """Decode posters given as paths (cached, parallel), bytes or PIL images; returns (uint8 arrays, ok, Problems)."""
     n = len(posters)
     images = np.zeros((n, size, size, 3), dtype=np.uint8)
@@ -134,7 +136,7 @@ class PosterPixels:
     def transform(self, posters, overviews, progress: bool = True, cache: bool | None = None):
         """``cache=False``: never touch the disk cache (read nor write)."""
         cache_dir = default_cache_dir(self.cache_dir) if cache is not False else None
-        images, ok, problems = _poster_pixels(posters, self.image_size, cache_dir, self.workers, progress, self.write_cache)
+        images, ok, problems = _decode_poster_arrays(posters, self.image_size, cache_dir, self.workers, progress, self.write_cache)
         return {"poster": images}, ok, problems
 
     def save(self, run_dir: Path) -> None:
@@ -196,7 +198,7 @@ class PretrainedFeatures:
     CACHE_FROM = 32  # films per call from which the disk cache pays
     SIDE_BY_SIDE = True  # below CACHE_FROM, run the encoders in threads at once
 
-    def __init__(self, text_encoder: str | None = "minilm", image_encoders=("effnet-lite0",), cache_dir: str = "", workers: int = 2):
+    def __init__(self, text_encoder: str | None = TEXT_ENCODER, image_encoders=IMAGE_ENCODERS, cache_dir: str = "", workers: int = 2):
         self.text_encoder = text_encoder or None
         self.image_encoders = tuple(image_encoders or ())
         self.cache_dir, self.workers = cache_dir, workers
@@ -257,7 +259,7 @@ class PretrainedFeatures:
             if not use_cache:
                 decoded, has_image, probs = _open_posters(posters)
             else:
-                _, has_image, probs = _poster_pixels(posters, CHECK_SIZE, cache_dir, self.workers, progress, self.write_cache)
+                _, has_image, probs = _decode_poster_arrays(posters, CHECK_SIZE, cache_dir, self.workers, progress, self.write_cache)
                 decoded = posters
             for i, why in enumerate(probs.per_film):
                 for m, r in why.items():
@@ -307,7 +309,7 @@ class PretrainedFeatures:
 
         self = cls(spec.get("text_encoder"), spec.get("image_encoders", ()))
         recorded = spec.get("versions") or {}
-        where = Path(run_dir) / "featurizer.json"
+        where = Path(run_dir) / FEATURIZER_FILE
         for name in self.encoders:
             try:
                 installed = get_encoder(name).version

@@ -8,7 +8,7 @@
 ``data`` / ``data_dir`` is a dataset folder (read through ``movie_genres.data.dataset.load_dataset``) or a loaded
 ``Dataset``. The pages are Jinja2 templates in ``reporting/templates/``.
 """
-from movie_genres.reporting.html import pick_sample_ids, samples_html, write_report, write_samples_page
+from movie_genres.reporting.html import pick_sample_ids, write_report, write_samples_page
 from movie_genres.reporting.plots import load_run, write_run_plots
 
-__all__ = ["load_run", "pick_sample_ids", "samples_html", "write_report", "write_run_plots", "write_samples_page"]
+__all__ = ["load_run", "pick_sample_ids", "write_report", "write_run_plots", "write_samples_page"]

@@ -169,19 +169,19 @@ def _same_metrics(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 # ---------------------------------------------------------------------------------------------------- dataset + posters
 def poster_thumbnail(path: str | Path | None, size: tuple[int, int] = THUMB_SIZE, quality: int = 72) -> str | None:
-    """A ``data:image/jpeg;base64,...`` URI of a small thumbnail, or None if the poster is missing or unreadable."""
-    from PIL import Image
+    """A ``data:image/jpeg;base64,...`` URI of a small thumbnail, or None if the poster is missing or unreadable.
+
+    The poster is decoded by ``open_poster``, as the models see it (EXIF orientation applied, RGB)."""
+    from movie_genres.features.posters import PosterError, open_poster
 
     if path is None:
         return None
     try:
-        with Image.open(path) as im:
-            im.draft("RGB", (size[0] * 2, size[1] * 2))  # JPEG: decode at reduced scale, much faster
-            im = im.convert("RGB")
-            im.thumbnail(size)
-            buf = io.BytesIO()
-            im.save(buf, format="JPEG", quality=quality, optimize=True)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        im = open_poster(path)
+        im.thumbnail(size)
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=quality, optimize=True)
+    except (PosterError, OSError):
         return None
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
@@ -285,21 +285,11 @@ def _samples_context(data: str | Path | Dataset, runs: list[RunData], ids: Seque
     return {"films": films, "n_runs": len(runs), "explained": next((f["why"]["label"] for f in films if f["why"]), None)}
 
 
-def samples_html(data_dir: str | Path | Dataset, runs: Iterable[str | Path | RunData], ids: Sequence[str] | None = None,
-                 n: int = 24, seed: int = 0, heading: str | None = "h2") -> str:
-    """The samples section as an HTML fragment (the one ``write_samples_page`` and ``write_report`` show).
-
-    ``data_dir`` is a dataset folder (read with ``load_dataset``) or an already loaded ``Dataset``. Each film is an
-    ``<article class="film" data-id=...>``; its prediction rows carry ``data-run`` and ``data-top`` (``genre=prob|...``)
-    so tests and scripts can check what is shown.
-    """
-    context = _samples_context(data_dir, _runs(runs), ids, n, seed)
-    return str(_env().get_template("macros.html.j2").module.samples(context, heading))
-
-
 def write_samples_page(out_html: str | Path, data_dir: str | Path | Dataset, runs: list[Path], ids: list[str] | None = None,
                        n: int = 24, seed: int = 0) -> Path:
-    """A self-contained page of sample validation predictions (see ``samples_html``)."""
+    """A self-contained page of sample validation predictions: each film an ``<article class="film" data-id=...>``
+    whose prediction rows carry ``data-run`` and ``data-top`` (``genre=prob|...``), so tests and scripts can check
+    what is shown."""
     loaded = _runs(runs)
     names = ", ".join(run_labels(loaded))
     return write_text(out_html, _render("samples.html.j2", title=f"Sample predictions - {names}", run_names=names,

@@ -21,6 +21,7 @@ import seaborn as sns  # noqa: E402
 from sklearn.metrics import f1_score, multilabel_confusion_matrix  # noqa: E402
 
 from movie_genres import runs  # noqa: E402
+from movie_genres.evaluation.metrics import decide  # noqa: E402
 from movie_genres.io import atomic_write  # noqa: E402
 
 DPI = 110
@@ -62,60 +63,30 @@ class RunData:
             raise ValueError(f"{self.run_dir}: no val_predictions.csv")
         thr = self.thresholds if thresholds is None else np.broadcast_to(np.asarray(thresholds, float), self.thresholds.shape)
         trained = np.asarray(self.trained, dtype=bool)
-        pred = ((self.probs >= thr[None, :]) & trained[None, :]).astype(int)
-        if self.min_one_genre and trained.any():
-            empty = pred.sum(axis=1) == 0
-            if empty.any():
-                masked = np.where(trained[None, :], self.probs, -np.inf)
-                top = masked[empty].argmax(axis=1)
-                pred[np.flatnonzero(empty), top] = 1
-        return pred
+        return decide(self.probs, thr, self.min_one_genre and trained.any(), trained).astype(int)
 
 
 def load_run(run_dir: str | Path) -> RunData:
-    """Read a run folder. genres.json is required; everything else is optional (the report says what is missing)."""
-    run_dir = Path(run_dir)
-    meta = runs.read_genres(run_dir, required=False)
-    if meta is None:
-        raise FileNotFoundError(f"{run_dir} is not a run folder: genres.json is missing")
-    genres = [str(g) for g in meta["genres"]]
-    trained = [bool(t) for t in meta.get("trained", [True] * len(genres))]
-    excluded = [str(g) for g in meta.get("excluded", [g for g, t in zip(genres, trained) if not t])]
-    metrics = runs.read_metrics(run_dir, required=False) or {}
-    config = runs.read_config(run_dir, required=False) or {}
+    """Read a run folder (through :class:`movie_genres.runs.Run`). genres.json is required; everything else is
+    optional (the report says what is missing)."""
+    run = runs.Run(run_dir, finished=False)
+    if runs.read_genres(run.path, required=False) is None:
+        raise FileNotFoundError(f"{run.path} is not a run folder: genres.json is missing")
+    genres, trained, excluded = run.genres, [bool(t) for t in run.trained], run.excluded
+    metrics = run.metrics(required=False) or {}
+    config = runs.read_config(run.path, required=False) or {}
 
     # thresholds: thresholds.json by genre name, else metrics per_genre threshold, else 0.5
     thr = {g: 0.5 for g in genres}
     for g, pg in (metrics.get("per_genre") or {}).items():
         if isinstance(pg, dict) and pg.get("threshold") is not None:
             thr[g] = float(pg["threshold"])
-    tj = runs.read_thresholds(run_dir, required=False)
+    tj = runs.read_thresholds(run.path, required=False)
     if tj:
         thr.update({str(g): float(t) for g, t in zip(tj["genres"], tj["thresholds"])})
     thresholds = np.array([thr.get(g, 0.5) for g in genres], dtype=float)
-
-    history = None
-    hp = run_dir / runs.HISTORY
-    if hp.is_file() and hp.stat().st_size > 0:
-        try:
-            history = pd.read_csv(hp)
-        except pd.errors.EmptyDataError:
-            history = None
-        if history is not None and history.empty:
-            history = None
-
-    ids = y_true = probs = None
-    vp = run_dir / runs.PREDICTIONS
-    if vp.is_file():
-        df = pd.read_csv(vp, dtype={"Id": str}, keep_default_na=False)
-        missing = [c for g in genres for c in (f"true_{g}", f"prob_{g}") if c not in df.columns]
-        if missing:
-            raise ValueError(f"{vp}: missing columns {missing[:4]}{' ...' if len(missing) > 4 else ''}")
-        ids = df["Id"].astype(str).tolist()
-        y_true = df[[f"true_{g}" for g in genres]].to_numpy(dtype=int)
-        probs = df[[f"prob_{g}" for g in genres]].to_numpy(dtype=float)
-
-    return RunData(run_dir, genres, trained, excluded, thresholds, metrics, config, history, ids, y_true, probs)
+    ids, y_true, probs = run.validation_predictions() or (None, None, None)
+    return RunData(run.path, genres, trained, excluded, thresholds, metrics, config, run.history(), ids, y_true, probs)
 
 
 # --------------------------------------------------------------------------------------------------------- plotting

@@ -32,6 +32,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
+from movie_genres.io import available_cores
 from movie_genres.service import routes
 from movie_genres.service.limits import DEFAULT_CONCURRENCY, make_limits
 from movie_genres.service.multipart import ApiError
@@ -156,7 +157,7 @@ def create_app(predictor: Any, **limits: int) -> FastAPI:
     state.predictor, state.limits = predictor, checked
     state.genres, state.model_name, state.version, state.modalities = genres, model_name, version, modalities
     state.model_lock = threading.Lock()
-    state.decode_slots = threading.BoundedSemaphore(max(1, min(4, os.cpu_count() or 1)))  # bounds decode memory
+    state.decode_slots = threading.BoundedSemaphore(max(1, min(4, available_cores())))  # bounds decode memory
     state.status, state.status_detail = "loading", "the model is warming up"
 
     app.add_middleware(_SecurityHeaders)

@@ -6,11 +6,11 @@ Each limit is declared once here, with its default and its help; ``movie-genres 
 from __future__ import annotations
 
 import argparse
-import difflib
 import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from movie_genres._names import did_you_mean
 from movie_genres.features.posters import MAX_PIXELS
 
 MIB = 1024 * 1024
@@ -51,8 +51,7 @@ def make_limits(**limits: int) -> Limits:
     names = [f.name for f in fields(Limits)]
     for key in limits:
         if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f" (limits: {', '.join(names)})"
+            hint = did_you_mean(key, names) or f" (limits: {', '.join(names)})"
             raise ValueError(f"unknown service limit {key!r}{hint}")
     return Limits(**limits)
 

@@ -69,8 +69,8 @@ def compose(cfg: Config, prep: Prepared, run_dir: Path, data_dir: Path, reuse: b
 
     Late fusion is the per-genre weighted mean of the text and poster heads' probabilities; the ensemble is the mean
     of the text head, poster head, late fusion of the two, early fusion and GMU. Returns ``(model, member seconds)`` (see :func:`member_models`)."""
-    trained, extra = member_models(cfg, data_dir, run_dir, members(cfg.model), reuse, train)
-    model = compose_model(cfg.model, trained, late_weights(prep, trained["text"], trained["image"]))
+    fitted, extra = member_models(cfg, data_dir, run_dir, members(cfg.model), reuse, train)
+    model = compose_model(cfg.model, fitted, late_weights(prep, fitted["text"], fitted["image"]))
     model.compile(loss="binary_crossentropy")
     atomic_write(run_dir / runs.MODEL, lambda tmp: model.save(tmp))
     atomic_write(run_dir / runs.LAST, lambda tmp: model.save(tmp))

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 
 from movie_genres import runs
 from movie_genres.config import Config
+from movie_genres.io import available_cores
 from movie_genres.models.inference import feed, input_names, trim_padding
 from movie_genres.models.registry import FUSION, PRETRAINED, build_model
 from movie_genres.training.prepare import Prepared
@@ -27,7 +27,7 @@ def set_threads(cfg: Config) -> None:
         return
     import torch
 
-    n = cfg.threads or (1 if cfg.model in PRETRAINED else len(os.sched_getaffinity(0)))
+    n = cfg.threads or (1 if cfg.model in PRETRAINED else available_cores())
     torch.set_num_threads(n)
 
 

