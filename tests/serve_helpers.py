@@ -87,6 +87,12 @@ class FakePredictor:
     def predict_many(self, items: list[tuple[Image.Image | None, str | None]]) -> list[dict[str, Any]]:
         return [self.predict_one(poster, overview) for poster, overview in items]
 
+    def decide(self, probs):
+        """predict_one's rule: every genre at 0.5 or over, else the top one."""
+        from movie_genres.evaluation.metrics import decide
+
+        return decide(probs, 0.5, True)
+
     # the model, also what movie_genres.explanation.explain calls: a fixed linear model over poster pixels and words
     thresholds_ = [0.5] * len(GENRES)
     trained = [True] * len(GENRES)
