@@ -40,8 +40,11 @@ def test_missing_folder_and_csv_say_what_is_expected(tmp_path):
 def test_missing_columns_is_an_error(tmp_path):
     root = tmp_path / "d"
     root.mkdir()
-    (root / "IMDB_overview_genres.csv").write_text("Id,Genre,Action,Overview\ntt1,['Action'],1,x\n", encoding="utf-8")
-    with pytest.raises(DataError, match="missing column.*Adventure"):
+    (root / "IMDB_overview_genres.csv").write_text("Id,Genre,Action,Plot\ntt1,['Action'],1,x\n", encoding="utf-8")
+    with pytest.raises(DataError, match="missing column.*Overview"):
+        load_dataset(root)
+    (root / "IMDB_overview_genres.csv").write_text("Id,Genre,Overview\ntt1,['Action'],x\n", encoding="utf-8")
+    with pytest.raises(DataError, match="no label columns between Genre and Overview"):
         load_dataset(root)
 
 

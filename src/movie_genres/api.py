@@ -98,7 +98,7 @@ def report(run_dirs, output="report.html", data=None, explain=None) -> Path:
     expanded = runs.expand_runs(run_dirs)
     if data is None and expanded:
         data = runs.read_config(expanded[0]).get("data_dir")
-        data = data if data and Path(data).is_dir() else None
+        data = data if data and Path(data).exists() else None
     explanations = _sample_explanations(explain, expanded, data) if explain is not None and data is not None else None
     return write_report(expanded, output, data_dir=data, explanations=explanations)
 
@@ -231,7 +231,7 @@ def explain(run_dir, poster=None, overview: str | None = None, genres=None) -> d
     return result
 
 
-def evaluate(run_dir, data=None, output=None, include_training_films: bool = False) -> dict:
+def evaluate(run_dir, data=None, output=None, include_training_films: bool = False, label_column: str | None = None) -> dict:
     """Score ``run_dir`` honestly; JSON to ``output``.
 
     With no ``data``, it scores the run's own validation split (the films its ``split.csv`` held out, on the dataset
@@ -239,6 +239,11 @@ def evaluate(run_dir, data=None, output=None, include_training_films: bool = Fal
     (``"source": "validation split"``). On any ``data`` it scores every usable film the run did not train on: films
     in the run's training split are excluded and counted (``excluded_training_films``); ``include_training_films``
     keeps them, and the answer says so (``"includes_training_films": true``).
+
+    ``data`` is a dataset folder or a CSV / Parquet manifest (its labels in ``label_column``, default the run's). The
+    source's labels are matched to the run's by name: labels the run does not know are counted by film and named
+    (``unknown_labels``), never silently dropped; a run label a folder has no column for is not scored
+    (``unscored_labels``), while a manifest's label lists are complete, so a label they never name is scored absent.
 
     ``output`` is checked first, so a path that cannot be written fails before any work. The top-level metrics use
     the run's tuned thresholds, ``at_0_5`` uses 0.5. Films the model cannot read are not scored: ``n_skipped`` /
@@ -269,9 +274,7 @@ def evaluate(run_dir, data=None, output=None, include_training_films: bool = Fal
         if not data or not Path(data).is_dir():
             raise DataError(f"{pred.run_dir} was trained on {data or 'an unrecorded dataset'}, which is not here; "
                             "give --data to score the run on a dataset")
-    ds = load_dataset(data)
-    if ds.genres != pred.genres:
-        raise ValueError(f"dataset genres {ds.genres} differ from the run's {pred.genres}")
+    ds = load_dataset(data, label_column=label_column or pred.config.get("label_column", "genres"))
     trained_on = pred.run.training_ids()
     n_excluded = 0
     if own_split:
@@ -298,8 +301,12 @@ def evaluate(run_dir, data=None, output=None, include_training_films: bool = Fal
     usable = answers.usable
     if not usable.any():
         raise ValueError(f"no film in {ds.root} is usable by model '{pred.model_name}' ({dict(answers.problems.counts())})")
-    y = ds.labels[usable].astype(np.int8)
-    m = full_metrics(pred.genres, y, answers.probs[usable].astype(np.float64), pred.thresholds_, pred.trained,
+    y_all, scorable, unknown = _source_labels(ds, pred.genres)
+    if unknown:
+        log.warning("evaluate: %d label(s) of %s are not the run's and are not scored: %s", len(unknown), ds.root,
+                    ", ".join(f"{g} ({n} films)" for g, n in unknown.items()))
+    y = y_all[usable]
+    m = full_metrics(pred.genres, y, answers.probs[usable].astype(np.float64), pred.thresholds_, pred.trained & scorable,
                      pred.run.min_one_genre, objective=pred.config.get("threshold_objective", "micro"), cross_fit=own_split)
     skipped = Counter(ds.skipped) + answers.problems.skipped(usable)
     partial = answers.problems.partial(usable)
@@ -320,6 +327,8 @@ def evaluate(run_dir, data=None, output=None, include_training_films: bool = Fal
         "run": str(pred.run_dir),
         "data": str(ds.root),
         "source": source,
+        "unknown_labels": unknown,
+        "unscored_labels": [g for g, ok in zip(pred.genres, scorable) if not ok],
         "excluded_training_films": 0 if include_training_films else n_excluded,
         "includes_training_films": bool(include_training_films and n_excluded),
     }
@@ -334,6 +343,25 @@ def evaluate(run_dir, data=None, output=None, include_training_films: bool = Fal
     if output:
         write_json(output, out)
     return out
+
+
+def _source_labels(ds, run_labels: list[str]):
+    """``(y, scorable, unknown)``: the source's labels as 0/1 columns in the run's label order; which run labels the
+    source can score (all for a manifest, whose lists are complete; a folder's own columns otherwise); and the
+    source's labels the run does not know, with how many films carry each."""
+    import numpy as np
+
+    column = {g: j for j, g in enumerate(ds.genres)}
+    y = np.zeros((len(ds), len(run_labels)), dtype=np.int8)
+    for j, g in enumerate(run_labels):
+        if g in column:
+            y[:, j] = ds.labels[:, column[g]]
+    complete = ds.root.is_file()  # a manifest names every label a film has
+    scorable = np.array([complete or g in column for g in run_labels], dtype=bool)
+    unknown = {g: int(ds.labels[:, j].sum()) for g, j in column.items() if g not in set(run_labels)}
+    if not any(g in column for g in run_labels):
+        raise ValueError(f"{ds.root} shares no label with the run ({', '.join(run_labels[:5])}, ...)")
+    return y, scorable, unknown
 
 
 def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, **limits) -> None:

@@ -18,6 +18,10 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model (or --model all) into a new run folder")
     t.add_argument("--model", default="cnn", help=" | ".join(MODELS + ("all",)) + ", or several as a comma list (trained as one job, like all)")
     t.add_argument("--data", help="dataset folder (default: ../shared/data/multimodal-imdb)")
+    t.add_argument("--manifest", help="CSV or Parquet manifest to train on instead: Id, poster, overview and a column of "
+                   "label lists")
+    t.add_argument("--labels", metavar="COLUMN", help="the manifest's column of label lists (default: genres; "
+                   "the config key label_column)")
     t.add_argument("--out", help="run folder (default runs/<model>; never overwritten)")
     t.add_argument("--epochs", type=int, help="maximum epochs (early stopping may stop sooner)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
@@ -30,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--data", help="dataset folder to score (default: the run's own validation split, on the data it "
                    "was trained on); films the run trained on are left out and counted")
+    e.add_argument("--manifest", help="a CSV or Parquet manifest to score instead of --data (labels: --labels)")
+    e.add_argument("--labels", metavar="COLUMN", help="the manifest's column of label lists (default: the run's)")
     e.add_argument("--include-training-films", action="store_true",
                    help="with --data: score the films the run trained on too (marked in the answer; optimistic)")
     e.add_argument("--output", help="write the metrics JSON here")
@@ -90,6 +96,13 @@ def _overview(args) -> str | None:
     return decode_overview(raw, f"--overview-file {path}")
 
 
+def _source(args):
+    """The films a verb reads: --data DIR or --manifest FILE (not both)."""
+    if args.data and args.manifest:
+        raise ValueError("give --data DIR or --manifest FILE, not both")
+    return args.manifest or args.data
+
+
 def _catalogue_options(p: argparse.ArgumentParser, verb: str) -> None:
     c = p.add_argument_group("a catalogue (see docs/CLUSTER.md for Ray)")
     c.add_argument("--data", help="dataset-format folder (genre columns optional), or a folder of posters")
@@ -134,18 +147,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.verb == "train":
             overrides = parse_overrides(args.overrides)
+            if args.labels:
+                overrides["label_column"] = args.labels
             epochs = args.epochs if args.epochs is not None else overrides.pop("epochs", None)
             if args.resume:
-                run = mg.train(resume=args.resume, data=args.data, epochs=epochs)
+                run = mg.train(resume=args.resume, data=_source(args), epochs=epochs)
             elif args.model == "all" or "," in args.model:
                 models = MODELS if args.model == "all" else [m.strip() for m in args.model.split(",") if m.strip()]
-                run = mg.train_all(args.data, args.out or "runs/main", epochs, models=models, reuse=not args.retrain,
+                run = mg.train_all(_source(args), args.out or "runs/main", epochs, models=models, reuse=not args.retrain,
                                    jobs=args.jobs, **overrides)
             else:
-                run = mg.train(args.model, args.data, args.out, epochs, reuse=not args.retrain, **overrides)
+                run = mg.train(args.model, _source(args), args.out, epochs, reuse=not args.retrain, **overrides)
             print(run)
         elif args.verb == "evaluate":
-            m = mg.evaluate(args.run_dir, args.data, args.output, include_training_films=args.include_training_films)
+            m = mg.evaluate(args.run_dir, _source(args), args.output, include_training_films=args.include_training_films,
+                            label_column=args.labels)
             print(json.dumps({k: v for k, v in m.items() if k not in ("per_genre", "baselines")}, indent=2))
         elif args.verb == "encode" or (args.verb == "predict" and (args.data or args.manifest)):
             print(json.dumps(_catalogue_verb(args), indent=2))

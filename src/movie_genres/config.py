@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from movie_genres._names import did_you_mean
+from movie_genres.data.dataset import LABEL_COLUMN
 from movie_genres.features.inputs import IMAGE_ENCODERS, TEXT_ENCODER
 from movie_genres.features.posters import CHECK_SIZE
 
@@ -22,6 +23,7 @@ class Config:
     # --- what to train
     model: str = "cnn"  # a name from models/registry.py's MODELS
     seed: int = 42  # one seed drives the split, weights init and shuffling
+    label_column: str = LABEL_COLUMN  # a manifest's column of label lists (a dataset folder's labels are its 0/1 columns)
     # --- data
     val_fraction: float = 0.2  # the original work used a random 80/20 split
     min_positives: int = 10  # genres with fewer training positives stay in the schema but are not learned or averaged

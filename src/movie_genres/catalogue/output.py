@@ -138,7 +138,7 @@ class PartStore:
                 import pyarrow.csv as pacsv
 
                 flat = _csv_schema(schema)
-                with pacsv.CSVWriter(tmp, flat, write_options=pacsv.WriteOptions(quoting_header="none")) as w:
+                with pacsv.CSVWriter(tmp, flat, write_options=pacsv.WriteOptions(quoting_header="needed")) as w:
                     for t in tables():
                         w.write_table(_for_csv(t, flat))
             else:

@@ -40,7 +40,7 @@ class Prepared:
 
 
 def load_films(cfg: Config, data_dir) -> Dataset:
-    ds = load_dataset(data_dir)
+    ds = load_dataset(data_dir, label_column=cfg.label_column)
     return ds.subset(np.arange(min(cfg.limit, len(ds)))) if cfg.limit else ds
 
 

@@ -1,0 +1,141 @@
+"""Your labels: the label set is read from the data (a folder's 0/1 columns or a manifest's label lists), checked, and
+carried by the run through evaluate, predict, the catalogue and the service."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from movie_genres import evaluate, predict, train
+from movie_genres.data.dataset import DataError, check_label_names, load_dataset, parse_labels
+from movie_genres.predictor import Predictor
+
+# A three-label taxonomy with a space, a comma and non-ASCII letters in its names
+TAXONOMY = {"Science Fiction": ("rocket", "alien", "planet"), "Drame, familial": ("mother", "tears", "grief"),
+            "Comédie": ("joke", "laugh", "silly")}
+COLOURS = {"Science Fiction": (30, 30, 200), "Drame, familial": (120, 60, 20), "Comédie": (240, 220, 40)}
+
+
+def _films(n: int, seed: int, first: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    names = list(TAXONOMY)
+    out = []
+    for i in range(n):
+        labels = [str(x) for x in rng.choice(names, size=1 + int(rng.random() < 0.3), replace=False)]
+        words = [w for g in labels for w in TAXONOMY[g]]
+        rng.shuffle(words)
+        out.append({"Id": f"x{first + i:05d}", "labels": labels, "overview": "A story of " + " ".join(words) + "."})
+    return out
+
+
+def _manifest(root, films, fmt: str = "csv", column: str = "genres"):
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "posters").mkdir(exist_ok=True)
+    for f in films:
+        colour = np.array(COLOURS[f["labels"][0]] if f["labels"] else (128, 128, 128), dtype=np.int16)
+        rng = np.random.default_rng(abs(hash(f["Id"])) % 2**32)
+        img = np.clip(colour + rng.integers(-20, 20, size=(60, 30, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(root / "posters" / f"{f['Id']}.jpg", "JPEG")
+    frame = pd.DataFrame({"Id": [f["Id"] for f in films], "poster": [f"posters/{f['Id']}.jpg" for f in films],
+                          "overview": [f["overview"] for f in films]})
+    if fmt == "csv":
+        frame[column] = ["|".join(f["labels"]) for f in films]
+        path = root / "films.csv"
+        frame.to_csv(path, index=False)
+    else:
+        frame[column] = [f["labels"] for f in films]
+        path = root / "films.parquet"
+        frame.to_parquet(path, index=False)
+    return path
+
+
+def test_label_cells_and_names():
+    assert parse_labels("Action|Science Fiction") == ["Action", "Science Fiction"]
+    assert parse_labels('["Drame", "Comédie"]') == parse_labels("['Drame', 'Comédie']") == ["Drame", "Comédie"]
+    assert parse_labels(np.array(["SF/Fantasy", " Film-Noir "])) == ["SF/Fantasy", "Film-Noir"]
+    assert parse_labels("") == parse_labels(None) == []
+    with pytest.raises(ValueError, match="not a list"):
+        parse_labels("[unclosed")
+    assert check_label_names([" Science Fiction ", "Comédie", "SF/Fantasy"], "x") == ["Science Fiction", "Comédie", "SF/Fantasy"]
+    for bad, message in ((["Drama", " drama"], "'Drama' and 'drama' are the same label"), (["ok", "tab\there"], "control character"),
+                         (["x" * 101], "at most 100"), (["", "a"], "empty")):
+        with pytest.raises(DataError, match=message):
+            check_label_names(bad, "labels")
+
+
+def test_a_folder_takes_whatever_label_columns_it_has_and_genre_is_optional(tmp_path):
+    root = tmp_path / "d"
+    (root / "Images").mkdir(parents=True)
+    (root / "IMDB_overview_genres.csv").write_text(
+        "Id,Science Fiction,Comédie,Overview\nt1,1,0,A rocket.\nt2,0,1,A joke.\nt3,1,1,An alien joke.\n", encoding="utf-8")
+    ds = load_dataset(root)
+    assert ds.genres == ["Science Fiction", "Comédie"] and ds.labels.tolist() == [[1, 0], [0, 1], [1, 1]]
+    (root / "IMDB_overview_genres.csv").write_text("Id,Genre,A,A ,Overview\nt1,['A'],1,0,x\n", encoding="utf-8")
+    with pytest.raises(DataError, match="same label"):
+        load_dataset(root)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_manifest_gives_its_labels_and_counts_rows_without_labels(tmp_path, fmt):
+    films = _films(12, seed=0)
+    films[3]["labels"] = []
+    path = _manifest(tmp_path, films, fmt)
+    ds = load_dataset(path)
+    assert ds.genres == sorted(TAXONOMY, key=str.casefold) and len(ds) == 11 and ds.skipped == {"no labels": 1}
+    row = ds.ids.index(films[0]["Id"])
+    assert {g for g, v in zip(ds.genres, ds.labels[row]) if v} == set(films[0]["labels"])
+    assert ds.poster_paths[row] == tmp_path / "posters" / f"{films[0]['Id']}.jpg"
+    with pytest.raises(DataError, match="missing column.*tags.*--labels"):
+        load_dataset(path, label_column="tags")
+
+
+def test_a_manifest_with_wrong_column_types_or_remote_posters_is_a_clear_error(tmp_path):
+    films = _films(4, seed=1)
+    frame = pd.DataFrame({"Id": [f["Id"] for f in films], "overview": [[f["overview"]] for f in films],
+                          "genres": [f["labels"] for f in films]})
+    frame.to_parquet(tmp_path / "bad.parquet", index=False)
+    with pytest.raises(DataError, match="column 'overview' is list<element: string>, expected text"):
+        load_dataset(tmp_path / "bad.parquet")
+    pd.DataFrame({"Id": ["a"], "poster": ["s3://bucket/a.jpg"], "overview": ["x"], "genres": ["A"]}).to_csv(tmp_path / "r.csv", index=False)
+    with pytest.raises(DataError, match="s3:// URI"):
+        load_dataset(tmp_path / "r.csv")
+
+
+@pytest.mark.slow
+def test_a_taxonomy_of_your_own_trains_evaluates_and_predicts_in_its_names(tmp_path, tiny_config, cache_dir):
+    train_path = _manifest(tmp_path / "train", _films(90, seed=2), "csv")
+    other_path = _manifest(tmp_path / "other", _films(40, seed=3, first=1000), "parquet")
+    run = train("early", train_path, tmp_path / "run", cache_dir=cache_dir, **{**tiny_config, "min_positives": 2, "epochs": 30})
+    genres = json.loads((run / "genres.json").read_text())["genres"]
+    assert genres == sorted(TAXONOMY, key=str.casefold)
+    m = evaluate(run, other_path)
+    assert m["n_films"] == 40 and m["micro_f1"] > m["baselines"][next(iter(m["baselines"]))]["micro_f1"] + 0.2
+    answer = predict(run, overview="A rocket lands on an alien planet.")
+    assert set(answer["probabilities"]) == set(TAXONOMY) and "Science Fiction" in answer["genres"]
+    assert max(answer["probabilities"], key=answer["probabilities"].get) == "Science Fiction"
+    p = Predictor.load(run)
+    assert p.genres == genres
+    # the catalogue's columns and the service speak the taxonomy's names
+    from movie_genres import predict_batch
+
+    for out in (tmp_path / "tags.csv", tmp_path / "tags.parquet"):
+        summary = predict_batch(run, manifest=other_path, output=out, progress=False)
+        assert summary["ok"] == 40
+        frame = pd.read_csv(out) if out.suffix == ".csv" else pd.read_parquet(out)
+        assert [c for c in frame.columns if c.startswith("prob_")] == [f"prob_{g}" for g in genres]
+        decided = frame["genres"].map(lambda v: json.loads(v) if isinstance(v, str) else list(v))
+        assert {x for row in decided for x in row} <= set(genres)
+
+    from fastapi.testclient import TestClient
+
+    from movie_genres.service.app import create_app
+    from serve_helpers import wait_ready
+
+    with TestClient(create_app(p)) as client:
+        wait_ready(client.get)
+        assert client.get("/genres").json()["genres"] == genres
+        answer = client.post("/predict", data={"overview": "A silly joke and a laugh."}).json()
+        assert max(answer["probabilities"], key=answer["probabilities"].get) == "Comédie" and set(answer["probabilities"]) == set(genres)
