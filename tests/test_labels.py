@@ -139,3 +139,57 @@ def test_a_taxonomy_of_your_own_trains_evaluates_and_predicts_in_its_names(tmp_p
         assert client.get("/genres").json()["genres"] == genres
         answer = client.post("/predict", data={"overview": "A silly joke and a laugh."}).json()
         assert max(answer["probabilities"], key=answer["probabilities"].get) == "Comédie" and set(answer["probabilities"]) == set(genres)
+
+
+# -- decisions a catalogue team can set
+
+
+def test_a_precision_target_is_reached_on_the_films_it_was_tuned_on_and_unreachable_labels_are_never_decided():
+    from movie_genres.evaluation.metrics import NEVER, decide, expected_rates, tune_thresholds
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((600, 4)) < 0.3).astype(int)
+    probs = np.clip(y * np.array([0.5, 0.4, 0.3, 0.0]) + rng.random((600, 4)) * 0.6, 0, 1)  # label 3: pure noise
+    trained = np.ones(4, dtype=bool)
+    thr = tune_thresholds(y, probs, trained, "precision:0.9")
+    decided = decide(probs, thr, min_one=False, allowed=trained)
+    for j in range(3):
+        assert y[decided[:, j] == 1, j].mean() >= 0.9 and decided[:, j].sum() > 0
+    assert thr[3] == NEVER and not decided[:, 3].any()
+    recall = tune_thresholds(y, probs, trained, "recall:0.8")
+    got = decide(probs, recall, min_one=False, allowed=trained)
+    assert all(got[y[:, j] == 1, j].mean() >= 0.8 for j in range(4))
+    rates = expected_rates(y, probs, trained, "precision:0.9", min_one=False)
+    assert min(rates["precision"][:3]) > 0.8 and rates["recall"][3] == 0.0  # cross-fitted: near the target, not above it by construction
+    for bad in ("precision:2", "recall:x", "accuracy:0.9"):
+        with pytest.raises(ValueError):
+            tune_thresholds(y, probs, trained, bad)
+
+
+@pytest.mark.slow
+def test_thresholds_a_team_sets_at_training_and_at_predict_time(tmp_path, tiny_config, cache_dir):
+    train_path = _manifest(tmp_path / "train", _films(90, seed=4), "csv")
+    settings = {**tiny_config, "min_positives": 2, "epochs": 20}
+    run = train("text", train_path, tmp_path / "run", cache_dir=cache_dir, threshold="precision:0.9", **settings)
+    saved = json.loads((run / "thresholds.json").read_text())
+    assert saved["objective"] == "precision:0.9" and set(saved["expected"]) == set(TAXONOMY)
+    assert all(0 <= v["precision"] <= 1 for v in saved["expected"].values())
+    p = Predictor.load(run)
+    assert not p.run.min_one_genre  # a precision target decides only what passes it
+    film = "A story of rocket and joke and mother."
+    everything = predict(run, overview=film, threshold=0.0)
+    assert set(everything["genres"]) == set(TAXONOMY)  # threshold 0: every label
+    assert len(predict(run, overview=film, threshold=0.0, top_k=1)["genres"]) == 1
+    assert predict(run, overview=film, threshold=1.0)["genres"] == []
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        predict(run, overview=film, threshold=1.5)
+    # the catalogue lists labels near their thresholds for a person to review
+    from movie_genres import predict_batch
+
+    out = tmp_path / "tags.parquet"
+    predict_batch(run, manifest=train_path, output=out, progress=False, review_band=0.5)
+    frame = pd.read_parquet(out)
+    thr = dict(zip(p.genres, p.thresholds_))
+    for _, row in frame.iterrows():
+        near = {g for g in p.genres if thr[g] <= 1 and abs(row[f"prob_{g}"] - thr[g]) <= 0.5}
+        assert set(row["review"]) == near

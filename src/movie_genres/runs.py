@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from movie_genres.config import decision_rule
 from movie_genres.evaluation.metrics import decide
 from movie_genres.features.inputs import FEATURIZER_FILE, VOCAB_FILE
 from movie_genres.io import read_json, write_json
@@ -85,8 +86,17 @@ def write_genres(run_dir: Path, genres: list, trained: list, excluded: list) -> 
     write_json(Path(run_dir) / GENRES, {"genres": list(genres), "trained": list(trained), "excluded": list(excluded)})
 
 
-def write_thresholds(run_dir: Path, genres: list, thresholds: list) -> None:
-    write_json(Path(run_dir) / THRESHOLDS, {"genres": list(genres), "thresholds": list(thresholds)})
+def write_thresholds(run_dir: Path, genres: list, thresholds: list, objective: str | None = None,
+                     expected: dict | None = None) -> None:
+    """thresholds.json: a threshold per genre (over 1: never decided), how they were tuned, and the validation
+    precision and recall to expect at them (cross-fitted)."""
+    out = {"genres": list(genres), "thresholds": list(thresholds)}
+    if objective is not None:
+        out["objective"] = objective
+        out["never_decided"] = [g for g, t in zip(genres, thresholds) if 1.0 < t]
+    if expected is not None:
+        out["expected"] = {g: {k: expected[k][j] for k in ("precision", "recall", "support")} for j, g in enumerate(genres)}
+    write_json(Path(run_dir) / THRESHOLDS, out)
 
 
 def is_job(path) -> bool:
@@ -134,6 +144,8 @@ class Run:
 
     def __init__(self, path, finished: bool = True):
         self.path = resolve_run(path) if finished else Path(path)
+        self._min_one: bool | None = None  # set by with_decisions
+        self.top_k: int | None = None
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
@@ -163,8 +175,44 @@ class Run:
 
     @cached_property
     def thresholds(self) -> np.ndarray:
-        """Per genre, the decision threshold tuned on the validation split."""
+        """Per genre, the decision threshold tuned on the validation split (over 1: never decided)."""
         return np.asarray(read_thresholds(self.path, genres=self.genres)["thresholds"], dtype=np.float64)
+
+    def with_decisions(self, threshold=None, top_k: int | None = None) -> "Run":
+        """This run deciding another way, without retraining: ``threshold`` a number (every label), ``"f1"``,
+        ``"precision:P"`` or ``"recall:R"`` (tuned now on the run's validation predictions), and/or ``top_k`` (at most
+        the K most probable of the decided labels)."""
+        import copy
+
+        from movie_genres.config import _check_threshold
+        from movie_genres.evaluation.metrics import tune_thresholds
+
+        out = copy.copy(self)
+        if threshold is not None:
+            try:
+                value = float(threshold)
+            except (TypeError, ValueError):
+                value = None
+            if value is not None:
+                if not 0 <= value <= 1:
+                    raise ValueError(f"threshold {threshold!r}: a number must be between 0 and 1")
+                thr = np.where(self.trained, value, 1.0)
+                out._min_one = decision_rule(self.config)[1] if str(self.config.get("threshold", "f1")) == "f1" else False
+            else:
+                spec = _check_threshold(str(threshold).strip())
+                objective, min_one = decision_rule({**self.config, "threshold": spec})
+                found = self.validation_predictions()
+                if found is None:
+                    raise RunError(f"{self.path} has no {PREDICTIONS} to tune threshold={spec} on")
+                _, y_true, probs = found
+                thr = tune_thresholds(y_true, probs, self.trained, objective)
+                out._min_one = min_one
+            out.__dict__["thresholds"] = np.asarray(thr, dtype=np.float64)
+        if top_k is not None:
+            if int(top_k) < 1:
+                raise ValueError(f"top-k must be at least 1, got {top_k}")
+            out.top_k = int(top_k)
+        return out
 
     @property
     def model_name(self) -> str:
@@ -172,7 +220,8 @@ class Run:
 
     @property
     def min_one_genre(self) -> bool:
-        return bool(self.config.get("min_one_genre", True))
+        """Whether every film gets at least its top label (``threshold=f1`` with ``min_one_genre``)."""
+        return self._min_one if self._min_one is not None else decision_rule(self.config)[1]
 
     @property
     def data_dir(self) -> str | None:
@@ -238,4 +287,8 @@ class Run:
         """0/1 decisions for ``probs`` (n, genres) at the run's thresholds (or ``thresholds``), by the run's rule:
         only learned genres, and at least the top one where ``min_one_genre``."""
         thr = self.thresholds if thresholds is None else thresholds
-        return decide(probs, thr, self.min_one_genre, self.trained)
+        out = decide(probs, thr, self.min_one_genre, self.trained)
+        if self.top_k is not None:
+            ranked = np.argsort(-np.where(out > 0, probs, -np.inf), axis=1, kind="stable")[:, self.top_k :]
+            np.put_along_axis(out, ranked, 0, axis=1)
+        return out

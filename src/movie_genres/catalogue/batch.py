@@ -7,7 +7,8 @@ probabilities. The disk feature cache is not read or written: a catalogue is new
 threads (file reads and Pillow release the GIL), the next batch while the current one is encoded.
 
 Output columns: ``Id``, ``prob_<genre>`` for every genre of the run (float32; null where skipped), ``genres`` (the
-decided list, at the run's tuned thresholds), ``inputs_used``, ``status`` (``ok``, ``partial: <reason>`` when the model
+decided list, at the run's tuned thresholds), ``review`` (labels whose probability lies within ``review_band`` of their
+threshold: sure tags can be applied, these sent to a person), ``inputs_used``, ``status`` (``ok``, ``partial: <reason>`` when the model
 answered from fewer inputs than it reads, ``skipped: <reason>`` when it had none it could use), ``model``, ``version``.
 """
 from __future__ import annotations
@@ -22,13 +23,15 @@ from movie_genres.catalogue.read import read_poster
 from movie_genres.features.posters import PosterError, open_poster
 
 DEFAULT_BATCH = 64  # films decoded and encoded at once: MiniLM's batch, eight of EfficientNet's
+REVIEW_BAND = 0.05  # a label within this distance of its threshold is listed under `review` (for a person to check)
 
 
 def output_schema(genres: list[str]) -> pa.Schema:
     return pa.schema(
         [("Id", pa.string())]
         + [(f"prob_{g}", pa.float32()) for g in genres]
-        + [("genres", pa.list_(pa.string())), ("inputs_used", pa.list_(pa.string())), ("status", pa.string()),
+        + [("genres", pa.list_(pa.string())), ("review", pa.list_(pa.string())), ("inputs_used", pa.list_(pa.string())),
+           ("status", pa.string()),
            ("model", pa.string()), ("version", pa.string()), ("_row", pa.int64())]
     )
 
@@ -46,10 +49,12 @@ def _decode(source: str | None):
 class BatchPredictor:
     """A loaded run answering whole tables of films (``read.INPUT_SCHEMA`` in, :func:`output_schema` out)."""
 
-    def __init__(self, predictor, batch_size: int = DEFAULT_BATCH, threads: int = 4):
+    def __init__(self, predictor, batch_size: int = DEFAULT_BATCH, threads: int = 4, review_band: float = REVIEW_BAND):
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
-        self.predictor, self.batch_size = predictor, int(batch_size)
+        if not 0 <= review_band < 1:
+            raise ValueError(f"review band must be in [0, 1), got {review_band}")
+        self.predictor, self.batch_size, self.review_band = predictor, int(batch_size), float(review_band)
         self.schema = output_schema(predictor.genres)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="movie-genres-decode")
         self._ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="movie-genres-next-batch")
@@ -93,6 +98,9 @@ class BatchPredictor:
         for g, column in zip(self.predictor.genres, probs.T):
             cols[f"prob_{g}"] = pa.array(column, pa.float32(), mask=~ok)
         cols["genres"] = pa.array([genres[d].tolist() for d in decided], pa.list_(pa.string()))
+        thr = np.asarray(self.predictor.thresholds_, dtype=np.float64)
+        near = (np.abs(np.nan_to_num(probs, nan=-9.0) - thr) <= self.review_band) & self.predictor.trained & (thr <= 1.0)
+        cols["review"] = pa.array([genres[r].tolist() for r in near], pa.list_(pa.string()))
         cols["inputs_used"] = pa.array([u for a in parts for u in a.inputs_used], pa.list_(pa.string()))
         cols["status"] = pa.array([st for a in parts for st in a.status], pa.string())
         cols["model"] = pa.array([self.predictor.model_name] * n, pa.string())

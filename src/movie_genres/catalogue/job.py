@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from movie_genres._version import __version__
-from movie_genres.catalogue.batch import DEFAULT_BATCH, BatchPredictor, output_schema
+from movie_genres.catalogue.batch import DEFAULT_BATCH, REVIEW_BAND, BatchPredictor, output_schema
 from movie_genres.catalogue.output import PartStore, run_fingerprint
 from movie_genres.catalogue.read import open_catalogue
 from movie_genres.runs import Run
@@ -24,8 +24,12 @@ ENGINES = ("local", "ray")
 
 
 def predict_catalogue(run_dir, data=None, manifest=None, output=None, engine: str = "local", batch_size: int = DEFAULT_BATCH,
-                      actors: int | None = None, address: str | None = None, progress: bool = True, part_rows: int = PART_ROWS) -> dict:
-    """Tag every film of a catalogue; returns the summary (also written to ``OUT.summary.json``)."""
+                      actors: int | None = None, address: str | None = None, progress: bool = True, part_rows: int = PART_ROWS,
+                      threshold=None, top_k: int | None = None, review_band: float = REVIEW_BAND) -> dict:
+    """Tag every film of a catalogue; returns the summary (also written to ``OUT.summary.json``).
+
+    ``threshold`` / ``top_k`` decide otherwise than the run's thresholds (``Predictor.with_decisions``);
+    ``review_band``: labels that close to their threshold are listed in the ``review`` column."""
     from movie_genres.predictor import resolve_run
 
     if output is None:
@@ -40,7 +44,11 @@ def predict_catalogue(run_dir, data=None, manifest=None, output=None, engine: st
         raise ValueError("--actors and --address are for --engine ray")
     catalogue = open_catalogue(data, manifest)
     run = resolve_run(run_dir)
-    store = PartStore(output, run_fingerprint(run), catalogue.fingerprint(), part_rows)
+    decisions = {"threshold": threshold, "top_k": top_k, "review_band": float(review_band)}
+    Run(run).with_decisions(threshold, top_k)  # a bad threshold or top-k fails here, before any work
+    if not 0 <= float(review_band) < 1:
+        raise ValueError(f"--review-band must be in [0, 1), got {review_band}")
+    store = PartStore(output, run_fingerprint(run, decisions), catalogue.fingerprint(), part_rows)
     if store.begin() == "complete":  # checked before any model loads
         log.info("%s is already complete for this run and input; nothing to do", store.output)
         return {**store.read_summary(), "already_complete": True}
@@ -51,12 +59,12 @@ def predict_catalogue(run_dir, data=None, manifest=None, output=None, engine: st
     bar = tqdm(total=total, unit="film", desc="tagging", disable=not progress, smoothing=0.05, dynamic_ncols=True)
     try:
         if engine == "local":
-            parts, resumed, done = _run_local(run, catalogue, store, int(batch_size), bar)
+            parts, resumed, done = _run_local(run, catalogue, store, int(batch_size), bar, decisions)
             extra = {}
         else:
             from movie_genres.catalogue.ray_engine import run_ray
 
-            parts, resumed, done, extra = run_ray(run, catalogue, store, int(batch_size), actors, address, bar)
+            parts, resumed, done, extra = run_ray(run, catalogue, store, int(batch_size), actors, address, bar, decisions)
     finally:
         bar.close()
     seconds = time.perf_counter() - started
@@ -72,7 +80,7 @@ def predict_catalogue(run_dir, data=None, manifest=None, output=None, engine: st
     return summary
 
 
-def _run_local(run: Path, catalogue, store: PartStore, batch_size: int, bar) -> tuple[list[int], int, int]:
+def _run_local(run: Path, catalogue, store: PartStore, batch_size: int, bar, decisions: dict) -> tuple[list[int], int, int]:
     from movie_genres.predictor import Predictor
 
     batch = None
@@ -85,7 +93,8 @@ def _run_local(run: Path, catalogue, store: PartStore, batch_size: int, bar) -> 
                 bar.update(part.input_rows)
                 continue
             if batch is None:  # loaded once, and only if there is something left to do
-                batch = BatchPredictor(Predictor.load(run), batch_size)
+                predictor = Predictor.load(run).with_decisions(decisions["threshold"], decisions["top_k"])
+                batch = BatchPredictor(predictor, batch_size, review_band=decisions["review_band"])
             store.write(part.index, batch.predict(part.rows, on_batch=bar.update))
             done += part.rows.num_rows
             bar.update(part.input_rows - part.rows.num_rows)

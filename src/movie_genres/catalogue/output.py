@@ -31,10 +31,13 @@ STAMP_FORMAT = 1
 FORMATS = (".parquet", ".csv")
 
 
-def run_fingerprint(run_dir: Path) -> dict:
-    """The run a prediction came from: its folder and the sha256 of the files that decide the answers."""
+def run_fingerprint(run_dir: Path, decisions: dict | None = None) -> dict:
+    """The run a prediction came from: its folder and the sha256 of the files that decide the answers (and of any
+    predict-time decision settings: another threshold, top-k or review band gives other rows)."""
     run = Run(run_dir)
     h = hashlib.sha256()
+    if decisions:
+        h.update(json.dumps(decisions, sort_keys=True).encode() + b"\0")
     for path in run.answer_files():
         h.update(path.name.encode() + b"\0")
         with open(path, "rb") as fh:

@@ -108,18 +108,21 @@ def prepare_actor(threads: int, onnx_ref) -> None:
 class _Tagger:
     """A Ray actor: the run loaded once, then one table of rows at a time through the batch predictor."""
 
-    def __init__(self, run_dir: str, batch_size: int, threads: int, onnx_ref=None):
+    def __init__(self, run_dir: str, batch_size: int, threads: int, onnx_ref=None, decisions: dict | None = None):
         prepare_actor(threads, onnx_ref)
-        from movie_genres.catalogue.batch import BatchPredictor
+        from movie_genres.catalogue.batch import REVIEW_BAND, BatchPredictor
         from movie_genres.predictor import Predictor
 
-        self.batch = BatchPredictor(Predictor.load(run_dir), batch_size, threads=max(2, threads))
+        d = decisions or {}
+        predictor = Predictor.load(run_dir).with_decisions(d.get("threshold"), d.get("top_k"))
+        self.batch = BatchPredictor(predictor, batch_size, threads=max(2, threads), review_band=d.get("review_band", REVIEW_BAND))
 
     def __call__(self, rows: pa.Table) -> pa.Table:
         return self.batch.predict(rows)
 
 
-def run_ray(run: Path, catalogue, store, batch_size: int, actors: int | None, address: str | None, bar) -> tuple[list[int], int, int, dict]:
+def run_ray(run: Path, catalogue, store, batch_size: int, actors: int | None, address: str | None, bar,
+            decisions: dict | None = None) -> tuple[list[int], int, int, dict]:
     """Like the local engine: returns (part indices, parts resumed, films tagged now, engine facts for the summary)."""
     ray, started = start_ray(address)
     try:
@@ -149,7 +152,8 @@ def run_ray(run: Path, catalogue, store, batch_size: int, actors: int | None, ad
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=plan["actors"]),
             num_cpus=plan["cpus_per_actor"],
-            fn_constructor_kwargs={"run_dir": str(run), "batch_size": batch_size, "threads": plan["threads_per_actor"], "onnx_ref": onnx_ref},
+            fn_constructor_kwargs={"run_dir": str(run), "batch_size": batch_size, "threads": plan["threads_per_actor"], "onnx_ref": onnx_ref,
+                                   "decisions": decisions},
         )
         buffers: dict[int, list[pa.Table]] = defaultdict(list)
         got: Counter = Counter()

@@ -21,8 +21,9 @@ def decide(probs: np.ndarray, thresholds: np.ndarray | float, min_one: bool = Tr
     """
     probs = np.asarray(probs, dtype=np.float64)
     allowed = np.ones(probs.shape[1], dtype=bool) if allowed is None else np.asarray(allowed, dtype=bool)
+    allowed = allowed & (np.broadcast_to(np.asarray(thresholds, dtype=np.float64), allowed.shape) <= 1.0)  # NEVER
     pred = (probs >= thresholds) & allowed
-    if min_one:
+    if min_one and allowed.any():
         empty = ~pred.any(axis=1)
         if empty.any():
             masked = np.where(allowed, probs, -np.inf)
@@ -62,6 +63,57 @@ def _best_threshold(y: np.ndarray, p: np.ndarray, grid: np.ndarray) -> float:
     return float(grid[best[len(best) // 2]])
 
 
+NEVER = 2.0  # the threshold of a label that is never decided (no probability reaches it)
+
+
+def parse_objective(objective: str) -> tuple[str, float | None]:
+    """``"micro"`` / ``"per_genre"`` (F1), ``"precision:0.9"`` or ``"recall:0.8"`` -> (kind, target).
+
+    Example:
+        >>> parse_objective("precision:0.9"), parse_objective("micro")
+        (('precision', 0.9), ('micro', None))
+    """
+    kind, _, value = str(objective).partition(":")
+    if kind in ("precision", "recall"):
+        try:
+            target = float(value)
+        except ValueError:
+            raise ValueError(f"threshold {objective!r}: expected {kind}:<a number between 0 and 1>") from None
+        if not 0 < target <= 1:
+            raise ValueError(f"threshold {objective!r}: the target must be in (0, 1]")
+        return kind, target
+    if kind in ("micro", "per_genre") and not value:
+        return kind, None
+    raise ValueError(f"unknown threshold objective {objective!r} (micro, per_genre, precision:P or recall:R)")
+
+
+def _target_thresholds(y_true, y_prob, active, out, kind: str, target: float) -> np.ndarray:
+    """Per label: the lowest threshold whose precision reaches ``target`` (``precision``), or the highest whose
+    recall still does (``recall``); a label that cannot reach it gets :data:`NEVER`."""
+    grid = np.round(np.arange(0.01, 1.0, 0.005), 3)
+    for g in np.flatnonzero(active):
+        pred = y_prob[:, g, None] >= grid[None, :]
+        tp = (pred & y_true[:, g, None]).sum(axis=0)
+        fp = (pred & ~y_true[:, g, None]).sum(axis=0)
+        if kind == "precision":
+            ok = np.flatnonzero((tp + fp > 0) & (tp >= target * np.maximum(tp + fp, 1)))
+            out[g] = grid[ok[0]] if len(ok) else NEVER
+        else:
+            ok = np.flatnonzero(tp >= target * y_true[:, g].sum())
+            out[g] = grid[ok[-1]] if len(ok) else NEVER
+    return out
+
+
+def expected_rates(y_true, y_prob, trained, objective: str = "micro", min_one: bool = True, folds: int = 5, seed: int = 0) -> dict:
+    """Per label, the precision and recall to expect at thresholds tuned by ``objective``: cross-fitted on the
+    validation films (each fold scored with thresholds tuned on the others), as ``metrics.json``'s tuned numbers are."""
+    y_true = np.asarray(y_true).astype(np.int8)
+    pred = cross_fitted_decisions(y_true, y_prob, trained, min_one, folds, seed, objective)
+    p, r, _, s = precision_recall_fscore_support(y_true, pred, average=None, zero_division=0)
+    return {"precision": [round(float(v), 4) for v in p], "recall": [round(float(v), 4) for v in r],
+            "support": [int(v) for v in s]}
+
+
 def tune_thresholds(y_true: np.ndarray, y_prob: np.ndarray, trained: np.ndarray, objective: str = "micro", passes: int = 3) -> np.ndarray:
     """Per-genre thresholds; untrained genres get 1.0 (never decided).
 
@@ -81,6 +133,10 @@ def tune_thresholds(y_true: np.ndarray, y_prob: np.ndarray, trained: np.ndarray,
     active = trained & (y_true.sum(axis=0) > 0)
     out = np.full(y_true.shape[1], 0.5, dtype=np.float64)
     out[~trained] = 1.0
+    kind, target = parse_objective(objective)
+    if kind in ("precision", "recall"):
+        out[trained & ~active] = NEVER  # no validation film carries it: no precision or recall to reach
+        return _target_thresholds(y_true, np.asarray(y_prob), active, out, kind, target)
     if objective == "per_genre":
         for g in np.flatnonzero(active):
             out[g] = _best_threshold(y_true[:, g], y_prob[:, g], grid)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from movie_genres import runs
-from movie_genres.config import Config
-from movie_genres.evaluation.metrics import full_metrics, tune_thresholds
+from movie_genres.config import Config, decision_rule
+from movie_genres.evaluation.metrics import expected_rates, full_metrics, tune_thresholds
 from movie_genres.io import atomic_write, write_json
 from movie_genres.models.inference import predict_proba_arrays
 from movie_genres.training.prepare import Prepared
@@ -27,12 +27,14 @@ def finish_run(cfg: Config, prep: Prepared, run_dir: Path, model, train_seconds:
     infer_ms = (time.perf_counter() - t0) * 1000 / max(len(va), 1)
     probs[:, ~prep.trained] = 0.0
     y = prep.ds.labels[va].astype(np.int8)
-    thresholds = tune_thresholds(y, probs, prep.trained, cfg.threshold_objective)
-    runs.write_thresholds(run_dir, genres, thresholds.round(4).tolist())
+    objective, min_one = decision_rule(cfg)
+    thresholds = tune_thresholds(y, probs, prep.trained, objective)
+    rates = expected_rates(y, probs, prep.trained, objective, min_one)
+    runs.write_thresholds(run_dir, genres, thresholds.round(4).tolist(), objective=objective, expected=rates)
     metrics = {
         "model": cfg.model,
         "split": "validation",
-        **full_metrics(genres, y, probs, thresholds, prep.trained, cfg.min_one_genre, objective=cfg.threshold_objective),
+        **full_metrics(genres, y, probs, thresholds, prep.trained, min_one, objective=objective),
         "n_skipped": int(sum(prep.skipped.values())),
         "skipped": dict(prep.skipped),
         "notes": dict(prep.ds.notes),
@@ -40,7 +42,7 @@ def finish_run(cfg: Config, prep: Prepared, run_dir: Path, model, train_seconds:
         "excluded_genres": prep.excluded,
         "train_seconds": round(train_seconds, 1),
         "inference_ms_per_film": round(infer_ms, 3),
-        "thresholds_note": f"tuned = per-genre thresholds ({cfg.threshold_objective} objective) cross-fitted on 5 folds of the validation films",
+        "thresholds_note": f"tuned = per-genre thresholds ({objective} objective) cross-fitted on 5 folds of the validation films",
     }
     if "has_overview" in vi and "text_features" in vi and "image_features" in vi:
         metrics["by_modality"] = by_modality(prep, model, thresholds)
@@ -84,7 +86,7 @@ def by_modality(prep: Prepared, model, thresholds) -> dict:
             x["has_poster"][:] = 0
             x["image_features"][:] = 0
         probs = predict_proba_arrays(model, x)
-        m = full_metrics(prep.ds.genres, prep.ds.labels[va][both], probs, thresholds, prep.trained, prep.cfg.min_one_genre,
-                         objective=prep.cfg.threshold_objective)
+        objective, min_one = decision_rule(prep.cfg)
+        m = full_metrics(prep.ds.genres, prep.ds.labels[va][both], probs, thresholds, prep.trained, min_one, objective=objective)
         out[case] = {**m["tuned"], "n_films": int(both.sum())}
     return out
