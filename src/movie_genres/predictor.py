@@ -23,6 +23,7 @@ import numpy as np
 
 from movie_genres._version import __version__
 from movie_genres.data.text import clean_overview, has_surrogates
+from movie_genres.evaluation.calibration import Calibrator
 from movie_genres.features.inputs import Problems
 from movie_genres.features.posters import PosterError, open_poster
 from movie_genres.models.inference import predict_proba_arrays
@@ -38,7 +39,8 @@ SURROGATES = "the overview held characters that are not text (undecodable bytes)
 class Answers:
     """The answer for a batch of films, row ``i`` for film ``i``.
 
-    ``probs`` (n, genres) float32 (NaN rows: skipped films), ``decided`` (n, genres) bool at the run's thresholds,
+    ``probs`` (n, genres) float32 (NaN rows: skipped films; calibrated where the run calibrates, ``raw`` the model's
+    own), ``decided`` (n, genres) bool at the run's thresholds,
     ``usable`` (n,), ``problems`` (per film, which input it lacks and why; the decoder's notes), ``inputs_used``,
     ``status`` (``ok`` / ``partial: <reasons>`` / ``skipped: <reasons>``) and ``warnings`` per film.
     """
@@ -53,6 +55,7 @@ class Answers:
     warnings: list[list[str]]
     model: str
     version: str
+    raw: np.ndarray | None = None  # the model's own probabilities (``probs`` are calibrated where the run calibrates)
 
     def __len__(self) -> int:
         return len(self.usable)
@@ -91,7 +94,8 @@ class Predictor:
         self.run_dir = run.path
         self.genres = run.genres
         self.trained = run.trained
-        self.thresholds_ = run.thresholds
+        self.calibrator = Calibrator(self.genres, run.calibration())
+        self.thresholds_ = self.calibrator.thresholds(run.thresholds)  # where the reported probabilities are decided
         self.config = run.config
         self.model_name = run.model_name
         self.version = self.config.get("version", __version__)
@@ -123,7 +127,7 @@ class Predictor:
 
         out = copy.copy(self)
         out.run = self.run.with_decisions(threshold, top_k)
-        out.thresholds_ = out.run.thresholds
+        out.thresholds_ = self.calibrator.thresholds(out.run.thresholds)
         return out
 
     # -- scores
@@ -132,16 +136,22 @@ class Predictor:
         overviews = [clean_overview(o) for o in overviews]  # lone surrogates would crash the tokenizers
         return self.featurizer.transform(list(posters), overviews, progress=progress, cache=cache)
 
-    def scores(self, inputs: dict) -> np.ndarray:
+    def raw_scores(self, inputs: dict) -> np.ndarray:
+        """The model's own probabilities (n, genres) for model inputs; genres too rare to learn are 0."""
         n = len(next(iter(inputs.values())))
         fast = self._single_film_graph() if n == 1 else None
         probs = fast(inputs) if fast is not None else predict_proba_arrays(self.model, inputs)
         probs[:, ~self.trained] = 0.0  # genres too rare to learn are never scored
         return probs
 
+    def scores(self, inputs: dict) -> np.ndarray:
+        """Probabilities (n, genres) as answers report them: the model's, calibrated where the run calibrates."""
+        return self.calibrator(self.raw_scores(inputs))
+
     def decide(self, probs: np.ndarray) -> np.ndarray:
-        """0/1 decisions at the run's thresholds (the run's rule: :meth:`movie_genres.runs.Run.decide`)."""
-        return self.run.decide(probs)
+        """0/1 decisions for reported probabilities: the run's rule (:meth:`movie_genres.runs.Run.decide`) on the
+        model's own probabilities, so calibration never changes a decision."""
+        return self.run.decide(self.calibrator.invert(probs))
 
     def _single_film_graph(self):
         """One film through the model as a traced TorchScript graph (torch backend, fixed-size inputs only).
@@ -172,11 +182,12 @@ class Predictor:
             for m, reason in (why or {}).items():
                 if m in problems.per_film[i] and reason:
                     problems.per_film[i][m] = reason
-        probs = np.full((n, len(self.genres)), np.nan, dtype=np.float32)
-        decided = np.zeros(probs.shape, dtype=bool)
+        raw = np.full((n, len(self.genres)), np.nan, dtype=np.float32)
+        decided = np.zeros(raw.shape, dtype=bool)
         if usable.any():
-            probs[usable] = self.scores({k: v[usable] for k, v in inputs.items()})
-            decided[usable] = self.decide(probs[usable]).astype(bool)
+            raw[usable] = self.raw_scores({k: v[usable] for k, v in inputs.items()})
+            decided[usable] = self.run.decide(raw[usable]).astype(bool)
+        probs = self.calibrator(raw)
         used, status = [], []
         for i in range(n):
             why = problems.per_film[i]
@@ -189,7 +200,7 @@ class Predictor:
             status.append(f"partial: {text}" if text else "ok")
             if "poster" in why and posters[i] is not None:  # a fusion model answered from the overview alone
                 warnings[i].append(f"the poster was not used ({why['poster']}); the genres come from the overview alone")
-        return Answers(self.genres, probs, decided, usable, problems, used, status, warnings, self.model_name, self.version)
+        return Answers(self.genres, probs, decided, usable, problems, used, status, warnings, self.model_name, self.version, raw)
 
     def _strict(self, posters: list, overviews: list) -> Answers:
         """:meth:`answer`, raising where a film cannot be answered as given: a poster given that cannot be used

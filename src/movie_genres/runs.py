@@ -24,6 +24,7 @@ FEATURIZER = FEATURIZER_FILE
 VOCAB = VOCAB_FILE
 GENRES = "genres.json"
 THRESHOLDS = "thresholds.json"
+CALIBRATION = "calibration.json"  # per-label Platt scaling, where it lowers the validation ECE
 MODEL = "model.keras"
 LAST = "last.keras"
 HISTORY = "history.csv"
@@ -41,7 +42,7 @@ LOGS = "logs"
 REPORT = "report.html"
 
 FINISHED = (MODEL, FEATURIZER, GENRES, THRESHOLDS, CONFIG)  # what predicting needs
-ANSWERS = (*FINISHED, VOCAB)  # the files whose bytes decide a run's answers (a catalogue output is stamped with them)
+ANSWERS = (*FINISHED, VOCAB, CALIBRATION)  # the files whose bytes decide a run's answers (a catalogue output is stamped with them)
 
 
 class RunError(ValueError):
@@ -227,6 +228,10 @@ class Run:
     def data_dir(self) -> str | None:
         """The dataset the run was trained on, as its config recorded it."""
         return self.config.get("data_dir")
+
+    def calibration(self) -> dict | None:
+        """The run's calibration (``evaluation.calibration.fit_calibration``'s dict), or None (older runs, or off)."""
+        return _read(self.path, CALIBRATION, False)
 
     def metrics(self, required: bool = True) -> dict | None:
         return read_metrics(self.path, required)

@@ -9,6 +9,7 @@ import numpy as np
 
 from movie_genres import runs
 from movie_genres.config import Config, decision_rule
+from movie_genres.evaluation.calibration import fit_calibration
 from movie_genres.evaluation.metrics import expected_rates, full_metrics, tune_thresholds
 from movie_genres.io import atomic_write, write_json
 from movie_genres.models.inference import predict_proba_arrays
@@ -31,6 +32,10 @@ def finish_run(cfg: Config, prep: Prepared, run_dir: Path, model, train_seconds:
     thresholds = tune_thresholds(y, probs, prep.trained, objective)
     rates = expected_rates(y, probs, prep.trained, objective, min_one)
     runs.write_thresholds(run_dir, genres, thresholds.round(4).tolist(), objective=objective, expected=rates)
+    calibration = None
+    if cfg.calibration == "platt":
+        calibration = fit_calibration(genres, y, probs, prep.trained)
+        write_json(run_dir / runs.CALIBRATION, calibration)
     metrics = {
         "model": cfg.model,
         "split": "validation",
@@ -42,6 +47,9 @@ def finish_run(cfg: Config, prep: Prepared, run_dir: Path, model, train_seconds:
         "excluded_genres": prep.excluded,
         "train_seconds": round(train_seconds, 1),
         "inference_ms_per_film": round(infer_ms, 3),
+        "calibration": None if calibration is None else {
+            k: calibration[k] for k in ("method", "ece_before", "ece_after")} | {
+            "labels_calibrated": sum(v is not None for v in calibration["labels"].values())},
         "thresholds_note": f"tuned = per-genre thresholds ({objective} objective) cross-fitted on 5 folds of the validation films",
     }
     if "has_overview" in vi and "text_features" in vi and "image_features" in vi:
