@@ -41,6 +41,11 @@ def predict_catalogue(run_dir, data=None, manifest=None, output=None, engine: st
     catalogue = open_catalogue(data, manifest)
     run = resolve_run(run_dir)
     store = PartStore(output, run_fingerprint(run), catalogue.fingerprint(), part_rows)
+    with store:  # one job per output: a second one is refused (OutputBusy) until this one ends
+        return _tag(run, catalogue, store, engine, int(batch_size), actors, address, progress)
+
+
+def _tag(run: Path, catalogue, store: PartStore, engine: str, batch_size: int, actors, address, progress: bool) -> dict:
     if store.begin() == "complete":  # checked before any model loads
         log.info("%s is already complete for this run and input; nothing to do", store.output)
         return {**store.read_summary(), "already_complete": True}
@@ -51,12 +56,12 @@ def predict_catalogue(run_dir, data=None, manifest=None, output=None, engine: st
     bar = tqdm(total=total, unit="film", desc="tagging", disable=not progress, smoothing=0.05, dynamic_ncols=True)
     try:
         if engine == "local":
-            parts, resumed, done = _run_local(run, catalogue, store, int(batch_size), bar)
+            parts, resumed, done = _run_local(run, catalogue, store, batch_size, bar)
             extra = {}
         else:
             from movie_genres.catalogue.ray_engine import run_ray
 
-            parts, resumed, done, extra = run_ray(run, catalogue, store, int(batch_size), actors, address, bar)
+            parts, resumed, done, extra = run_ray(run, catalogue, store, batch_size, actors, address, bar)
     finally:
         bar.close()
     seconds = time.perf_counter() - started
@@ -64,7 +69,7 @@ def predict_catalogue(run_dir, data=None, manifest=None, output=None, engine: st
     counts = store.status_counts()
     summary = _summary(counts, catalogue.dropped)
     summary.update(output=str(store.output), model=config.get("model", "?"), version=config.get("version", __version__), engine=engine,
-                   batch_size=int(batch_size), **extra, seconds=round(seconds, 1), films_tagged_now=done,
+                   batch_size=batch_size, **extra, seconds=round(seconds, 1), films_tagged_now=done,
                    films_per_second=round(done / seconds, 2) if seconds > 0 else None, parts=len(parts), parts_resumed=resumed)
     summary = store.assemble(output_schema(read_json(run / "genres.json")["genres"]), parts, summary)
     log.info("%s: %d films, %d ok, %d partial, %d skipped%s", store.output, summary["films"], summary["ok"], summary["partial"], summary["skipped"],

@@ -137,6 +137,12 @@ def _read_csv(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
     return df, bad_utf8
 
 
+def is_file_name(fid: str) -> bool:
+    """Whether an Id can name its poster ``Images/<Id>.jpg``: no path separator, no NUL, not ``.``/``..`` (an Id
+    such as ``../../etc/x`` would read a file outside the images folder)."""
+    return bool(fid) and not any(c in fid for c in "/\\\0") and fid not in (".", "..")
+
+
 def load_dataset(data_dir: str | Path | None = None, require: tuple[str, ...] = ()) -> Dataset:
     """Read and validate a dataset folder.
 
@@ -180,6 +186,9 @@ def load_dataset(data_dir: str | Path | None = None, require: tuple[str, ...] = 
             flag(i, "non-UTF-8 text", "text is not valid UTF-8")
         if not ids.iat[i]:
             flag(i, "missing Id", "empty Id")
+        elif not is_file_name(ids.iat[i]):
+            flag(i, "Id not a file name", f"Id {ids.iat[i][:80]!r} has a path separator or is '..' (its poster would "
+                                          f"be read from outside {IMAGES_DIR}/)")
         elif ids.iat[i] in seen:
             flag(i, "duplicate Id", f"Id {ids.iat[i]} appears more than once (first kept)")
         seen.add(ids.iat[i])
@@ -211,7 +220,7 @@ def load_dataset(data_dir: str | Path | None = None, require: tuple[str, ...] = 
     notes: Counter = Counter()
     for i in range(n):
         p = root / IMAGES_DIR / f"{ids.iat[i]}.jpg"
-        ok = bool(ids.iat[i]) and p.is_file()
+        ok = bool(ids.iat[i]) and reason[i] != "Id not a file name" and p.is_file()
         poster_paths.append(p if ok else None)
         if reason[i] is None:
             if not ok:

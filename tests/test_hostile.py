@@ -1,0 +1,248 @@
+"""What a hostile user tried on catalogues, caches and the service (issue 18): each case a clear error or a counted
+skip, nothing lost. Catalogue jobs here run a stub predictor (the FakePredictor of serve_helpers) behind a fake run
+folder, so every test takes well under a few seconds."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from movie_genres.catalogue import CatalogueError, OutputBusy, OutputIncomplete
+from movie_genres.catalogue.job import predict_catalogue
+from movie_genres.catalogue.output import PartStore
+from movie_genres.catalogue.read import open_catalogue, read_poster
+from movie_genres.features.posters import PosterError
+from serve_helpers import GENRES, FakePredictor, image_bytes
+
+# ----------------------------------------------------------------------------------------------------------------------
+# a stub run: a run folder that resolve_run accepts, and Predictor.load giving the FakePredictor
+
+
+class _StubPredictor(FakePredictor):
+    config: dict = {"min_one_genre": True}
+
+    def transform(self, posters, overviews, progress=True, cache=None):  # the Predictor's signature
+        return super().transform(posters, overviews)
+
+    @property
+    def trained(self):
+        return np.ones(len(self.genres), dtype=bool)
+
+    @property
+    def thresholds_(self):
+        return np.full(len(self.genres), 0.5)
+
+
+@pytest.fixture
+def stub_run(tmp_path, monkeypatch) -> Path:
+    from movie_genres.predictor import Predictor
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("model.keras", "featurizer.json", "thresholds.json"):
+        (run / name).write_text("{}")
+    (run / "config.json").write_text(json.dumps({"model": "fake", "version": "0.0-test"}))
+    (run / "genres.json").write_text(json.dumps({"genres": GENRES}))
+    monkeypatch.setattr(Predictor, "load", classmethod(lambda cls, *a, **k: _StubPredictor()))
+    return run
+
+
+def _dataset(root: Path, ids: list[str], posters: dict[str, bytes] | None = None) -> Path:
+    """A --data catalogue: Id and Overview, posters at Images/<Id>.jpg (those in ``posters``)."""
+    (root / "Images").mkdir(parents=True)
+    with open(root / "IMDB_overview_genres.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["Id", "Overview"])
+        for i in ids:
+            w.writerow([i, f"a film about {i} and a ghost in a house"])
+    for i, data in (posters or {}).items():
+        (root / "Images" / f"{i}.jpg").write_bytes(data)
+    return root
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# posters that are not files
+
+
+def test_a_fifo_or_a_device_poster_is_refused_at_once(tmp_path):
+    fifo = tmp_path / "poster.jpg"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    for source in (str(fifo), "/dev/zero", "/dev/urandom", str(tmp_path), f"file://{fifo}"):
+        with pytest.raises(PosterError) as err:
+            read_poster(source)
+        assert err.value.reason == "poster not a regular file", (source, err.value)
+    assert time.monotonic() - started < 2  # nothing waited for a writer or read without bound
+
+
+def test_a_poster_is_read_up_to_the_limit_and_no_further(tmp_path, monkeypatch):
+    from movie_genres.catalogue import read
+
+    monkeypatch.setattr(read, "MAX_POSTER_BYTES", 1000)
+    (tmp_path / "ok.jpg").write_bytes(b"x" * 1000)
+    assert len(read_poster(str(tmp_path / "ok.jpg"))) == 1000
+    (tmp_path / "big.jpg").write_bytes(b"x" * 1001)
+    with pytest.raises(PosterError, match="poster too large"):
+        read_poster(str(tmp_path / "big.jpg"))
+
+    class Endless:  # a stream that claims nothing about its size (a device, a pipe behind a URI)
+        asked: list[int] = []
+
+        def read(self, n=-1):
+            self.asked.append(n)
+            return b"\0" * (n if n >= 0 else 10**9)
+
+    with pytest.raises(PosterError, match="poster too large"):
+        read._bounded(Endless(), "endless")
+    assert Endless.asked == [1001]
+
+
+def test_a_fifo_poster_in_a_catalogue_is_a_counted_skip_and_the_job_finishes(stub_run, tmp_path):
+    root = _dataset(tmp_path / "films", ["tt01", "tt02", "tt03"], {"tt01": image_bytes(), "tt03": image_bytes(seed=3)})
+    os.mkfifo(root / "Images" / "tt02.jpg")
+    (root / "Images" / "tt04.jpg").symlink_to("/dev/zero")
+    with open(root / "IMDB_overview_genres.csv", "a", encoding="utf-8") as f:
+        f.write("tt04,a film whose poster is a device\n")
+    out = tmp_path / "tags.parquet"
+    summary = predict_catalogue(stub_run, data=root, output=out, progress=False)
+    table = pq.read_table(out).to_pydict()
+    assert table["Id"] == ["tt01", "tt02", "tt03", "tt04"]
+    assert table["status"] == ["ok", "partial: poster not a regular file", "ok", "partial: poster not a regular file"]
+    assert summary["partial_by_reason"] == {"poster not a regular file": 2}
+
+
+def test_an_http_poster_says_the_scheme_is_not_supported():
+    with pytest.raises(PosterError) as err:
+        read_poster("http://example.com/poster.jpg")
+    assert err.value.reason == "poster URI scheme http:// not supported"
+    assert "s3://" in str(err.value)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Ids that are paths
+
+
+def test_an_id_with_dotdot_never_reads_outside_images(stub_run, tmp_path):
+    root = _dataset(tmp_path / "films", ["tt01", "../secret", "a/b"], {"tt01": image_bytes()})
+    (root / "secret.jpg").write_bytes(image_bytes(seed=9))  # what Images/../secret.jpg would read
+    (root / "Images" / "a").mkdir()
+    (root / "Images" / "a" / "b.jpg").write_bytes(image_bytes(seed=8))
+    out = tmp_path / "tags.parquet"
+    summary = predict_catalogue(stub_run, data=root, output=out, progress=False)
+    assert pq.read_table(out).column("Id").to_pylist() == ["tt01"]
+    assert summary["films"] == 3 and summary["rows"] == 1
+    assert list(summary["not_in_output"].values()) == [2] and "Id not a file name" in next(iter(summary["not_in_output"]))
+
+
+def test_a_dataset_id_with_dotdot_is_a_counted_skip(tmp_path):
+    from conftest import synthetic_rows, write_dataset
+    from movie_genres.data.dataset import load_dataset
+
+    rows = synthetic_rows(6, seed=2)
+    root = write_dataset(tmp_path / "data", rows)
+    rows[2]["Id"] = "../" + rows[2]["Id"]
+    write_dataset(tmp_path / "data2", rows)
+    (tmp_path / "data2" / f"{rows[2]['Id'][3:]}.jpg").write_bytes(image_bytes())  # outside Images/
+    ds = load_dataset(tmp_path / "data2")
+    assert len(ds) == 5 and ds.skipped == {"Id not a file name": 1}
+    assert all(p is None or p.parent.name == "Images" for p in ds.poster_paths)
+    assert len(load_dataset(root)) == 6
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# manifests whose columns are not text
+
+
+def test_a_parquet_manifest_with_a_list_column_is_a_clear_error(tmp_path):
+    path = tmp_path / "m.parquet"
+    pq.write_table(pa.table({"Id": ["a", "b"], "overview": [["a ghost", "a house"], ["love"]]}), path)
+    with pytest.raises(CatalogueError, match=r"column 'overview' \(overview\) holds list<.*string.*>, not text"):
+        open_catalogue(manifest=path)
+    pq.write_table(pa.table({"Id": [1.5, 2.5], "overview": ["x", "y"]}), path)
+    with pytest.raises(CatalogueError, match=r"column 'Id' \(Id\) holds double"):
+        open_catalogue(manifest=path)
+    pq.write_table(pa.table({"Id": [1, 2], "overview": ["a ghost", None], "poster": pa.array([None, None], pa.null())}), path)
+    cat = open_catalogue(manifest=path)  # integer Ids, an all-null poster column: fine
+    assert [p.rows.column("Id").to_pylist() for p in cat.parts(10)] == [["1", "2"]]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# two jobs on one output
+
+
+def test_a_second_job_on_the_same_output_is_refused(stub_run, tmp_path):
+    root = _dataset(tmp_path / "films", [f"tt{i:02d}" for i in range(6)])
+    out = tmp_path / "tags.parquet"
+    cat = open_catalogue(data=root)
+    from movie_genres.catalogue.output import run_fingerprint
+
+    with PartStore(out, run_fingerprint(stub_run), cat.fingerprint(), 2) as first:
+        assert first.begin() == "fresh"
+        with pytest.raises(OutputBusy, match=f"another job \\(process {os.getpid()}\\) is writing {out}"):
+            predict_catalogue(stub_run, data=root, output=out, progress=False)
+    assert not (tmp_path / "tags.parquet.lock").exists()  # released, and removed
+    summary = predict_catalogue(stub_run, data=root, output=out, progress=False, part_rows=2)  # now it may
+    assert summary["rows"] == 6 and pq.read_metadata(out).num_rows == 6
+
+
+def test_a_missing_part_is_never_assembled_and_never_complete(stub_run, tmp_path, monkeypatch):
+    root = _dataset(tmp_path / "films", [f"tt{i:02d}" for i in range(6)])
+    out = tmp_path / "tags.parquet"
+    real = PartStore.write
+
+    def lose_part_1(self, index, table):  # as when another job removed the parts folder under this one
+        real(self, index, table)
+        if index == 1:
+            self._part_path(1).unlink()
+
+    monkeypatch.setattr(PartStore, "write", lose_part_1)
+    with pytest.raises(OutputIncomplete, match="1 of 3 parts of .*tags.parquet are missing or short \\(part-000001"):
+        predict_catalogue(stub_run, data=root, output=out, progress=False, part_rows=2)
+    assert not out.exists()
+    monkeypatch.setattr(PartStore, "write", real)
+    summary = predict_catalogue(stub_run, data=root, output=out, progress=False, part_rows=2)  # the same command redoes it
+    assert summary["parts_resumed"] == 2 and summary["rows"] == 6
+    assert pq.read_table(out).column("Id").to_pylist() == [f"tt{i:02d}" for i in range(6)]
+
+    # an output that lost rows after it was written is not "already complete"
+    pq.write_table(pq.read_table(out).slice(0, 4), out)
+    with pytest.raises(OutputIncomplete, match="holds 4 rows but its summary says 6"):
+        predict_catalogue(stub_run, data=root, output=out, progress=False)
+
+
+def test_two_jobs_at_once_lose_nothing(stub_run, tmp_path, monkeypatch):
+    """Job A is halfway through when job B starts on the same output: B is refused, A finishes with every film."""
+    ids = [f"tt{i:03d}" for i in range(40)]
+    root = _dataset(tmp_path / "films", ids)
+    out = tmp_path / "tags.csv"
+    real, halfway, go_on = PartStore.write, threading.Event(), threading.Event()
+
+    def write(self, index, table):
+        if index == 5:
+            halfway.set()
+            go_on.wait(10)
+        real(self, index, table)
+
+    monkeypatch.setattr(PartStore, "write", write)
+    results: list = []
+    a = threading.Thread(target=lambda: results.append(predict_catalogue(stub_run, data=root, output=out, progress=False,
+                                                                         part_rows=4)))
+    a.start()
+    assert halfway.wait(10)
+    try:
+        with pytest.raises(OutputBusy):
+            predict_catalogue(stub_run, data=root, output=out, progress=False, part_rows=4)
+    finally:
+        go_on.set()
+        a.join(10)
+    assert results and results[0]["rows"] == 40
+    with open(out, newline="", encoding="utf-8") as f:
+        assert [r["Id"] for r in csv.DictReader(f)] == ids
