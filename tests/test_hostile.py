@@ -246,3 +246,45 @@ def test_two_jobs_at_once_lose_nothing(stub_run, tmp_path, monkeypatch):
     assert results and results[0]["rows"] == 40
     with open(out, newline="", encoding="utf-8") as f:
         assert [r["Id"] for r in csv.DictReader(f)] == ids
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# a cache that cannot be written
+
+
+def test_an_unwritable_cache_means_uncached_work_and_one_warning(tmp_path, tiny_data, tiny_config, caplog, monkeypatch):
+    """train and evaluate with MOVIE_GENRES_CACHE where nothing can be written (here a file stands in the way, which
+    stops root too): one warning, the same results as with a cache, and nothing raised."""
+    import logging
+
+    from movie_genres import evaluate, train
+
+    (tmp_path / "blocker").write_text("a file where the cache folder would be")
+    cache = tmp_path / "blocker" / "cache"
+    monkeypatch.setenv("MOVIE_GENRES_CACHE", str(cache))
+    cfg = {**tiny_config, "epochs": 1}
+    with caplog.at_level(logging.WARNING):
+        run = train("text", tiny_data, tmp_path / "run", **cfg)
+        scores = evaluate(run, tiny_data)
+    warned = [r.getMessage() for r in caplog.records if "cannot be written" in r.getMessage()]
+    assert len(warned) == 1 and str(cache) in warned[0] and "working uncached" in warned[0]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert scores["n_films"] == 60 and not cache.exists()
+
+    monkeypatch.setenv("MOVIE_GENRES_CACHE", str(tmp_path / "ok-cache"))  # a writable cache gives the same run
+    cached = train("text", tiny_data, tmp_path / "cached", **cfg)
+    assert json.loads((cached / "thresholds.json").read_text()) == json.loads((run / "thresholds.json").read_text())
+    assert (tmp_path / "ok-cache" / "features").is_dir()
+
+
+def test_a_run_cache_entry_can_be_read_by_others(tmp_path, tiny_data, tiny_config, monkeypatch):
+    import stat
+
+    from movie_genres import train
+    from movie_genres.training import run_cache
+
+    monkeypatch.setenv("MOVIE_GENRES_CACHE", str(tmp_path / "cache"))
+    train("bilstm", tiny_data, tmp_path / "run", **{**tiny_config, "epochs": 1})
+    (entry,) = (tmp_path / "cache" / "runs").iterdir()
+    assert stat.S_IMODE(entry.stat().st_mode) == 0o755 and (entry / run_cache.RECORD).is_file()
+    assert all(stat.S_IMODE(p.stat().st_mode) & 0o004 for p in entry.rglob("*"))  # every file and folder world-readable
