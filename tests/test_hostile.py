@@ -288,3 +288,214 @@ def test_a_run_cache_entry_can_be_read_by_others(tmp_path, tiny_data, tiny_confi
     (entry,) = (tmp_path / "cache" / "runs").iterdir()
     assert stat.S_IMODE(entry.stat().st_mode) == 0o755 and (entry / run_cache.RECORD).is_file()
     assert all(stat.S_IMODE(p.stat().st_mode) & 0o004 for p in entry.rglob("*"))  # every file and folder world-readable
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the service
+
+
+def _raw_request(url: str, path: str, headers: dict, body: bytes, byte_every: float, read_timeout: float = 10.0):
+    """Send ``body`` one byte every ``byte_every`` s on a raw socket (a slow client); (status, seconds, body)."""
+    import socket
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    s = socket.create_connection((u.hostname, u.port))
+    s.settimeout(read_timeout)
+    head = f"POST {path} HTTP/1.1\r\nHost: {u.hostname}\r\nContent-Length: {len(body)}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    started = time.monotonic()
+    s.sendall(head.encode())
+    s.setblocking(False)
+    got = b""
+    try:
+        for i in range(len(body)):
+            try:
+                s.send(body[i:i + 1])
+            except OSError:
+                break  # the server has answered and closed
+            deadline = time.monotonic() + byte_every
+            while time.monotonic() < deadline:
+                try:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    got += chunk
+                except BlockingIOError:
+                    time.sleep(0.01)
+            if got:
+                break
+        s.setblocking(True)
+        while b"\r\n\r\n" not in got:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    finally:
+        s.close()
+    status = int(got.split(b" ", 2)[1]) if got else None
+    return status, time.monotonic() - started, got.partition(b"\r\n\r\n")[2]
+
+
+def test_a_slow_body_is_a_408_and_the_service_goes_on(monkeypatch):
+    import httpx
+
+    from movie_genres.service.app import create_app
+    from serve_helpers import multipart_body, running_server
+
+    body, headers = multipart_body(("overview", "a ghost in an old house " * 20, None, None))
+    with running_server(create_app(FakePredictor(), body_timeout_seconds=1)) as url:
+        for path, hdrs, data in (("/predict", headers, body),
+                                 ("/explain", {"content-type": "application/x-www-form-urlencoded"}, b"overview=" + b"a" * 200)):
+            status, seconds, answer = _raw_request(url, path, hdrs, data, byte_every=0.2)
+            assert status == 408 and 0.9 < seconds < 4, (path, status, seconds)
+            assert b"did not arrive within 1 s" in answer
+        assert httpx.get(url + "/health").status_code == 200
+        r = httpx.post(url + "/predict", content=body, headers=headers)  # a body sent at once is not affected
+        assert r.status_code == 200 and r.json()["genres"]
+
+
+def test_a_huge_field_name_is_not_echoed(caplog):
+    import logging
+
+    from fastapi.testclient import TestClient
+
+    from movie_genres.service.app import create_app
+    from serve_helpers import multipart_body
+
+    name = "n" * (1 << 20)
+    with TestClient(create_app(FakePredictor())) as client, caplog.at_level(logging.INFO):
+        for r in (client.post("/predict", content=f"{name}=x".encode(), headers={"content-type": "application/x-www-form-urlencoded"}),
+                  client.post("/predict", content=(b := multipart_body((name[:1000], "x", None, None)))[0], headers=b[1]),
+                  client.post("/predict", content=(b := multipart_body(("poster", image_bytes(), "f" * 300 + ".jpg", "image/jpeg")))[0],
+                              headers=b[1])):
+            assert r.status_code == 422 and len(r.text) < 300, r.text[:300]
+        assert "1,048,576 characters" in client.post("/predict", content=f"{name}=x".encode(),
+                                                     headers={"content-type": "application/x-www-form-urlencoded"}).text
+    assert caplog.records and max(len(r.getMessage()) for r in caplog.records) < 400
+
+
+class _SlowPredictor(FakePredictor):
+    """Encoding costs 10 ms a film (as a real encoder costs), so an explanation of a long overview takes seconds."""
+
+    def transform(self, posters, overviews, *args, **kwargs):
+        time.sleep(0.01 * len(posters))
+        return super().transform(posters, overviews)
+
+
+def test_predictions_flow_while_a_long_explanation_runs():
+    import httpx
+
+    from movie_genres.service.app import create_app
+    from serve_helpers import running_server
+
+    predictor = _SlowPredictor()
+    overview = " ".join(f"word{i}" for i in range(160))  # 160 words, 1,300 characters
+    explained: list = []
+    with running_server(create_app(predictor, max_explain_words=120)) as url:
+        def explain():
+            t0 = time.monotonic()
+            explained.append((httpx.post(url + "/explain", data={"overview": overview}, timeout=60), time.monotonic() - t0))
+
+        t = threading.Thread(target=explain)
+        t.start()
+        deadline = time.monotonic() + 10
+        while predictor.transforms < 3 and time.monotonic() < deadline:  # the explanation's variants are encoding
+            time.sleep(0.005)
+        waits = []
+        for _ in range(3):
+            t0 = time.monotonic()
+            r = httpx.post(url + "/predict", data={"overview": "a ghost in an old house"}, timeout=60)
+            waits.append(time.monotonic() - t0)
+            assert r.status_code == 200
+        t.join(60)
+    (r, seconds), = explained
+    assert r.status_code == 200 and len(r.json()["words"]) == 120  # the word budget
+    assert seconds > 1.0 and max(waits) < 0.5, (seconds, waits)  # 1.2 s of encoding; each /predict waited < 0.5 s
+    assert r.json() == json.loads(json.dumps(_explain_direct(overview, 120)))  # the turns change no number
+
+
+def _explain_direct(overview: str, max_words: int) -> dict:
+    from movie_genres.explanation import explain
+
+    return explain(FakePredictor(), None, overview, max_words=max_words)
+
+
+def test_the_model_lock_lets_predictions_go_first():
+    from movie_genres.service.resources import ModelLock
+
+    lock, order = ModelLock(), []
+    lock.acquire(False)  # an explanation's turn
+
+    def low():
+        with lock.low():
+            order.append("explanation")
+
+    def urgent():
+        with lock:
+            order.append("prediction")
+
+    a = threading.Thread(target=low)
+    a.start()
+    time.sleep(0.05)
+    b = threading.Thread(target=urgent)
+    b.start()
+    time.sleep(0.05)
+    lock.release()
+    a.join(5)
+    b.join(5)
+    assert order == ["prediction", "explanation"]
+
+
+def test_decoded_pixels_in_flight_are_bounded():
+    import asyncio
+
+    from movie_genres.service.resources import Budget, trim_heap
+
+    budget, peak, log = Budget(100), [0], []
+
+    async def request(name: str, pixels: int, seconds: float):
+        async with budget.hold(pixels):
+            peak[0] = max(peak[0], budget.in_use)
+            log.append(f"{name} in")
+            await asyncio.sleep(seconds)
+            log.append(f"{name} out")
+
+    async def main():
+        await asyncio.gather(request("a", 60, 0.05), request("b", 60, 0.01), request("huge", 10**9, 0.01))
+
+    asyncio.run(main())
+    assert peak[0] <= 100 and log[:2] == ["a in", "a out"]  # b (and the one over the whole budget) waited for a
+    assert budget.in_use == 0
+    assert trim_heap() is True  # glibc: the heap's free pages go back
+
+
+def test_a_batch_waits_for_the_decoding_budget(monkeypatch):
+    """Two batches whose posters together exceed max_decoding_pixels never hold their decoded images at once."""
+    from fastapi.testclient import TestClient
+
+    from movie_genres.service.app import create_app
+    from serve_helpers import multipart_body
+
+    live, peak = [0], [0]
+
+    class Counting(FakePredictor):
+        def predict_many(self, items):
+            live[0] += 1
+            peak[0] = max(peak[0], live[0])
+            time.sleep(0.2)
+            live[0] -= 1
+            return super().predict_many(items)
+
+    poster = image_bytes(size=(100, 100))  # 10,000 pixels
+    body, headers = multipart_body(*[(f"poster_{i}", poster, f"p{i}.jpg", "image/jpeg") for i in range(3)])
+    app = create_app(Counting(), max_decoding_pixels=40_000, max_image_pixels=40_000)  # one batch of 30,000 at a time
+    with TestClient(app) as client:
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(client.post("/predict/batch", content=body, headers=headers)))
+                   for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    assert [r.status_code for r in results] == [200, 200, 200] and peak[0] == 1
