@@ -37,7 +37,7 @@ class Limits:
                                                    "waits its turn (bounds the service's memory)")
     max_explain_words: int = _limit(100, "overview words /explain weighs (each is one more pass of the overview "
                                          "through the model; later words get no weight)")
-    body_timeout_seconds: int = _limit(60, "seconds a request's whole body may take to arrive (then 408), so slow "
+    body_timeout_seconds: int = _limit(30, "seconds a request's whole body may take to arrive (then 408), so slow "
                                            "clients cannot hold every connection")
 
     def __post_init__(self) -> None:
