@@ -4,6 +4,7 @@ folder, so every test takes well under a few seconds."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import threading
@@ -499,3 +500,49 @@ def test_a_batch_waits_for_the_decoding_budget(monkeypatch):
         for t in threads:
             t.join(30)
     assert [r.status_code for r in results] == [200, 200, 200] and peak[0] == 1
+
+
+def test_turns_give_the_unsplit_answers():
+    from movie_genres.service.resources import ModelLock, Turns
+
+    calls = []
+
+    class Recording(FakePredictor):
+        def scores(self, inputs):
+            calls.append(len(inputs["pixels"]))
+            return super().scores(inputs)
+
+    fake, rng = Recording(), np.random.default_rng(0)
+    turns = Turns(fake, ModelLock(), rows=8)
+    texts = [" ".join(f"w{j}" for j in rng.integers(0, 50, 6)) for _ in range(33)]
+    inputs, ok, _ = turns.transform([None] * 33, texts)
+    whole, whole_ok, _ = fake.transform([None] * 33, texts)
+    assert np.array_equal(ok, whole_ok) and all(np.array_equal(inputs[k], whole[k]) for k in whole)
+    np.testing.assert_array_equal(turns.scores(inputs), fake.scores(whole))
+    assert calls == [33, 33]  # no one-film turn (the predictor scores one film by another path): 33, not 32 + 1
+    calls.clear()
+    more = {k: np.concatenate([v, v[:7]]) for k, v in inputs.items()}
+    np.testing.assert_array_equal(turns.scores(more), fake.scores(more))
+    assert calls == [32, 8, 40]
+
+
+@pytest.mark.parametrize("model", ["cnn", "bilstm"])
+def test_turns_explain_a_trained_run_as_explain_does(trained_runs, model):
+    from movie_genres.explanation import explain
+    from movie_genres.predictor import Predictor
+    from movie_genres.service.resources import ModelLock, Turns
+
+    predictor = Predictor.load(trained_runs[model])
+    from PIL import Image
+
+    poster = Image.open(io.BytesIO(image_bytes(size=(90, 130)))).convert("RGB")
+    overview = "A ghost haunts an old house where a family of four moves in, and love blooms " * 3
+    direct = explain(predictor, poster, overview, max_words=40)
+    turned = explain(Turns(predictor, ModelLock()), poster, overview, max_words=40)
+    assert turned["genres"] == direct["genres"] and turned["words"] == direct["words"]
+    for g, e in direct["explanations"].items():
+        t = turned["explanations"][g]
+        assert t["probability"] == pytest.approx(e["probability"], abs=1e-4)
+        assert [w["weight"] for w in t["words"]] == pytest.approx([w["weight"] for w in e["words"]], abs=1e-4)
+        if e["heatmap"] is not None:
+            np.testing.assert_allclose(t["heatmap"], e["heatmap"], atol=1e-4)

@@ -122,10 +122,14 @@ class Turns:
 
     def scores(self, inputs: dict) -> np.ndarray:
         n = len(next(iter(inputs.values())))
+        step = self._rows * 4  # scoring is cheap next to encoding: larger turns
+        bounds = list(range(0, n, step)) + [n]
+        if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
+            del bounds[-2]  # no one-film call: the predictor scores a single film by another path (a traced graph)
         out = []
-        for i in range(0, max(1, n), self._rows * 4):  # scoring is cheap next to encoding: larger turns
+        for lo, hi in zip(bounds[:-1], bounds[1:]) if n else [(0, 0)]:
             with self._lock.low():
-                out.append(np.asarray(self._predictor.scores({k: v[i:i + self._rows * 4] for k, v in inputs.items()})))
+                out.append(np.asarray(self._predictor.scores({k: v[lo:hi] for k, v in inputs.items()})))
         return out[0] if len(out) == 1 else np.concatenate(out)
 
 
