@@ -356,6 +356,60 @@ def test_a_slow_body_is_a_408_and_the_service_goes_on(monkeypatch):
         assert r.status_code == 200 and r.json()["genres"]
 
 
+def test_a_body_sent_a_few_bytes_a_second_is_cut_off_early(monkeypatch):
+    import httpx
+
+    from movie_genres.service import multipart
+    from movie_genres.service.app import create_app
+    from serve_helpers import multipart_body, running_server
+
+    monkeypatch.setattr(multipart, "RATE_GRACE_SECONDS", 0.5)
+    body, headers = multipart_body(("overview", "a ghost in an old house " * 20, None, None))
+    with running_server(create_app(FakePredictor(), min_body_rate_bytes=1000)) as url:
+        status, seconds, answer = _raw_request(url, "/predict", headers, body, byte_every=0.2)
+        assert status == 408 and 0.4 < seconds < 2, (status, seconds)
+        assert b"arriving at under 1000 bytes/s" in answer
+        assert httpx.post(url + "/predict", content=body, headers=headers).status_code == 200
+
+
+def test_slow_clients_holding_every_connection_are_let_go(monkeypatch):
+    """As many slow clients as the server takes connections (here 4; 64 by default): /health is 503 while they hold
+    them, and 200 again once their bodies have been timed out."""
+    import socket
+
+    import httpx
+
+    from movie_genres.service import multipart
+    from movie_genres.service.app import create_app
+    from serve_helpers import running_server
+
+    monkeypatch.setattr(multipart, "RATE_GRACE_SECONDS", 0.5)
+    with running_server(create_app(FakePredictor()), limit_concurrency=4) as url:
+        port = int(url.rsplit(":", 1)[1])
+        slow = []
+        for _ in range(5):  # more than it takes, as 64+ are for the default
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                      b"Content-Length: 1000\r\n\r\no")  # then nothing more
+            slow.append(s)
+            time.sleep(0.02)
+        time.sleep(0.2)
+        try:
+            assert httpx.get(url + "/health").status_code == 503  # every slot is held
+            deadline = time.monotonic() + 5
+            while httpx.get(url + "/health").status_code != 200:
+                assert time.monotonic() < deadline, "the slow clients were never let go"
+                time.sleep(0.1)
+            answers = []
+            for s in slow:
+                s.settimeout(2)
+                answers.append(s.recv(100)[:12])
+            assert answers.count(b"HTTP/1.1 408") >= 3 and set(answers) <= {b"HTTP/1.1 408", b"HTTP/1.1 503"}
+        finally:
+            for s in slow:
+                s.close()
+
+
 def test_a_huge_field_name_is_not_echoed(caplog):
     import logging
 

@@ -86,7 +86,10 @@ class _SecurityHeaders:
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     log.info("%s %s -> %d: %s", request.method, request.url.path, exc.status, exc.detail)
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+    # a body refused part way (too slow, too large) is not read to its end: the connection is closed after the
+    # answer, or it would stay open waiting for the rest (and hold one of the server's connection slots)
+    close = {"Connection": "close"} if exc.status in (408, 413) else None
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=close)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

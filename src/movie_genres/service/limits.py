@@ -37,8 +37,11 @@ class Limits:
                                                    "waits its turn (bounds the service's memory)")
     max_explain_words: int = _limit(100, "overview words /explain weighs (each is one more pass of the overview "
                                          "through the model; later words get no weight)")
-    body_timeout_seconds: int = _limit(30, "seconds a request's whole body may take to arrive (then 408), so slow "
+    body_timeout_seconds: int = _limit(60, "seconds a request's whole body may take to arrive (then 408), so slow "
                                            "clients cannot hold every connection")
+    min_body_rate_bytes: int = _limit(8 * 1024, "slowest average rate, in bytes a second, at which a request body may "
+                                                "arrive after its first 5 s (then 408): a client sending a byte a "
+                                                "second is cut off after about 5 s")
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():

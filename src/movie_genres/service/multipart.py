@@ -2,8 +2,9 @@
 
 An oversized upload is refused as soon as it crosses its limit, never buffered whole. Text must be UTF-8 (Starlette's
 own form parser silently falls back to latin-1, so it is not used). The whole body must arrive within a deadline
-(``timeout`` seconds, 408 past it): a client that sends a byte a second cannot hold a connection slot for long (the
-server's ``timeout_keep_alive`` does not cover bodies). A field name longer than ``MAX_FIELD_NAME`` characters is
+(``timeout`` seconds) and, after its first few seconds, at a least rate (``min_rate``), 408 otherwise: a client that
+sends a byte a second cannot hold a connection slot for long (the server's ``timeout_keep_alive`` does not cover
+bodies). A field name longer than ``MAX_FIELD_NAME`` characters is
 refused before it is looked at, so no message or log line ever echoes more than that. Every refusal is an
 :class:`ApiError`.
 """
@@ -20,6 +21,7 @@ from starlette.requests import ClientDisconnect, Request
 
 MIB = 1024 * 1024
 MAX_FIELD_NAME = 100  # characters; every field this service takes is far shorter
+RATE_GRACE_SECONDS = 5.0  # a body's first seconds, before its rate is checked
 MAX_FILE_NAME = 255  # characters of an upload's file name (the most most file systems allow)
 
 
@@ -60,23 +62,37 @@ def field_name(name: str) -> str:
     return name
 
 
-async def body_chunks(request: Request, timeout: float | None) -> AsyncIterator[bytes]:
-    """``request.stream()``, with the whole body due within ``timeout`` seconds (408 past it)."""
+async def body_chunks(request: Request, timeout: float | None, min_rate: int | None = None) -> AsyncIterator[bytes]:
+    """``request.stream()``, with the whole body due within ``timeout`` seconds and, after its first
+    ``RATE_GRACE_SECONDS``, arriving at ``min_rate`` bytes a second on average at least (408 otherwise)."""
+    loop = asyncio.get_running_loop()
     stream = request.stream().__aiter__()
-    deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+    started, received = loop.time(), 0
+
+    def allowed() -> float | None:  # seconds from the start the body may take, given what has come so far
+        limits = [timeout] if timeout is not None else []
+        if min_rate:
+            limits.append(RATE_GRACE_SECONDS + received / min_rate)
+        return min(limits) if limits else None
+
     while True:
+        budget = allowed()
         try:
-            if deadline is None:
+            if budget is None:
                 chunk = await stream.__anext__()
             else:
-                left = deadline - asyncio.get_running_loop().time()
+                left = started + budget - loop.time()
                 if left <= 0:
                     raise asyncio.TimeoutError
                 chunk = await asyncio.wait_for(stream.__anext__(), left)
         except StopAsyncIteration:
             return
         except asyncio.TimeoutError:
-            raise ApiError(408, f"the request body did not arrive within {timeout:g} s; send it at once") from None
+            if timeout is not None and budget is not None and budget >= timeout:
+                raise ApiError(408, f"the request body did not arrive within {timeout:g} s; send it at once") from None
+            raise ApiError(408, f"the request body is arriving at under {mb(min_rate or 0)}/s ({mb(received)} in "
+                                f"{loop.time() - started:.0f} s); send it at once") from None
+        received += len(chunk)
         yield chunk
 
 
@@ -152,9 +168,10 @@ class _FormReader:
             "on_part_data", "on_part_end", "on_end")}
 
 
-async def read_form(request: Request, classify: Classify, max_body: int, timeout: float | None = None) -> dict[str, Part]:
+async def read_form(request: Request, classify: Classify, max_body: int, timeout: float | None = None,
+                    min_rate: int | None = None) -> dict[str, Part]:
     """The request's form fields (multipart/form-data, or url-encoded for text-only forms), bounded and strict; the
-    body is due within ``timeout`` seconds (408 past it)."""
+    body is due within ``timeout`` seconds, at ``min_rate`` bytes a second at least (:func:`body_chunks`; 408)."""
     mime, params = parse_options_header(request.headers.get("content-type"))
     if mime not in (b"multipart/form-data", b"application/x-www-form-urlencoded"):
         got = request.headers.get("content-type") or "no Content-Type"
@@ -166,7 +183,7 @@ async def read_form(request: Request, classify: Classify, max_body: int, timeout
         if int(length) > max_body:  # refused before reading a byte of the body
             raise ApiError(413, f"the request is {mb(int(length))}; the limit is {mb(max_body)}")
     if mime == b"application/x-www-form-urlencoded":
-        return await _read_urlencoded(request, classify, max_body, timeout)
+        return await _read_urlencoded(request, classify, max_body, timeout, min_rate)
     boundary = params.get(b"boundary")
     if not boundary:
         raise ApiError(400, "the multipart/form-data Content-Type has no boundary")
@@ -177,7 +194,7 @@ async def read_form(request: Request, classify: Classify, max_body: int, timeout
         raise ApiError(400, f"bad multipart boundary: {exc}") from None
     received = 0
     try:
-        async for chunk in body_chunks(request, timeout):
+        async for chunk in body_chunks(request, timeout, min_rate):
             received += len(chunk)
             if received > max_body:
                 raise ApiError(413, f"the request is larger than the limit of {mb(max_body)}")
@@ -192,11 +209,12 @@ async def read_form(request: Request, classify: Classify, max_body: int, timeout
     return reader.parts
 
 
-async def _read_urlencoded(request: Request, classify: Classify, max_body: int, timeout: float | None) -> dict[str, Part]:
+async def _read_urlencoded(request: Request, classify: Classify, max_body: int, timeout: float | None,
+                           min_rate: int | None) -> dict[str, Part]:
     """``curl -d overview=...`` / ``requests.post(data=...)`` without files: text fields only."""
     body = bytearray()
     try:
-        async for chunk in body_chunks(request, timeout):
+        async for chunk in body_chunks(request, timeout, min_rate):
             body += chunk
             if len(body) > max_body:
                 raise ApiError(413, f"the request is larger than the limit of {mb(max_body)}")

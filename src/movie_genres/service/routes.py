@@ -219,7 +219,8 @@ async def predict(request: Request) -> JSONResponse:
             return _film_field(name, limits)
         raise ApiError(422, f"unknown field {name!r}; send 'poster' (file) and/or 'overview' (text)")
 
-    parts = await read_form(request, classify, limits.max_predict_body, limits.body_timeout_seconds)
+    parts = await read_form(request, classify, limits.max_predict_body, limits.body_timeout_seconds,
+                            limits.min_body_rate_bytes)
     film = film_from_parts("", parts.get("poster"), parts.get("overview"), limits)
     _check_modalities(state, film)
     async with _decoded(state, [film]):
@@ -245,7 +246,8 @@ async def predict_batch(request: Request) -> JSONResponse:
             return limits.max_upload_bytes, _too_big_upload(f"film {index}: ", name, limits)
         return 4 * limits.max_overview_chars + 8, _too_long_overview(f"film {index}: ", limits)
 
-    parts = await read_form(request, classify, limits.max_batch_bytes, limits.body_timeout_seconds)
+    parts = await read_form(request, classify, limits.max_batch_bytes, limits.body_timeout_seconds,
+                            limits.min_body_rate_bytes)
     indices = {int(_BATCH_FIELD.match(name).group(2)) for name in parts}  # type: ignore[union-attr]
     if not indices:
         raise ApiError(422, "the batch is empty: send poster_0 and/or overview_0, poster_1 ...")
@@ -296,7 +298,8 @@ async def explain(request: Request) -> JSONResponse:
         raise ApiError(422, f"unknown field {name!r}; send 'poster' (file) and/or 'overview' (text), and optionally "
                             "'genre' (names, comma separated)")
 
-    parts = await read_form(request, classify, limits.max_predict_body, limits.body_timeout_seconds)
+    parts = await read_form(request, classify, limits.max_predict_body, limits.body_timeout_seconds,
+                            limits.min_body_rate_bytes)
     film = film_from_parts("", parts.get("poster"), parts.get("overview"), limits)
     genres = _genre_names(parts.get("genre"), state)
     _check_modalities(state, film)
