@@ -600,3 +600,15 @@ def test_turns_explain_a_trained_run_as_explain_does(trained_runs, model):
         assert [w["weight"] for w in t["words"]] == pytest.approx([w["weight"] for w in e["words"]], abs=1e-4)
         if e["heatmap"] is not None:
             np.testing.assert_allclose(t["heatmap"], e["heatmap"], atol=1e-4)
+
+
+def test_encode_into_an_unwritable_cache_is_a_clear_error_before_any_work(tmp_path, monkeypatch):
+    from movie_genres.catalogue import encode
+    from movie_genres.io import OutputError
+
+    root = _dataset(tmp_path / "films", ["tt01", "tt02"])
+    (tmp_path / "blocker").write_text("")
+    monkeypatch.setenv("MOVIE_GENRES_CACHE", str(tmp_path / "blocker" / "cache"))
+    monkeypatch.setattr(encode, "RowEncoder", lambda *a, **k: pytest.fail("no encoding before the cache is checked"))
+    with pytest.raises(OutputError, match="cannot be written; set MOVIE_GENRES_CACHE"):
+        encode.encode_catalogue(data=root, encoders=["minilm"], progress=False)
