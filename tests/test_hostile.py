@@ -612,3 +612,16 @@ def test_encode_into_an_unwritable_cache_is_a_clear_error_before_any_work(tmp_pa
     monkeypatch.setattr(encode, "RowEncoder", lambda *a, **k: pytest.fail("no encoding before the cache is checked"))
     with pytest.raises(OutputError, match="cannot be written; set MOVIE_GENRES_CACHE"):
         encode.encode_catalogue(data=root, encoders=["minilm"], progress=False)
+
+
+def test_one_app_serves_one_event_loop_after_another():
+    """TestClient (and a restarted server) runs each session in a new event loop; the shared budgets follow."""
+    from fastapi.testclient import TestClient
+
+    from movie_genres.service.app import create_app
+
+    app = create_app(FakePredictor())
+    for _ in range(2):
+        with TestClient(app) as client:
+            r = client.post("/predict", files={"poster": ("p.jpg", image_bytes(), "image/jpeg")})
+            assert r.status_code == 200, r.text

@@ -37,6 +37,7 @@ class Budget:
         self.limit = int(limit)
         self.in_use = 0
         self._cond: asyncio.Condition | None = None  # made in the server's event loop, on first use
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @contextlib.asynccontextmanager
     async def hold(self, pixels: int) -> AsyncIterator[None]:
@@ -44,8 +45,9 @@ class Budget:
         if need <= 0:
             yield
             return
-        if self._cond is None:
-            self._cond = asyncio.Condition()
+        loop = asyncio.get_running_loop()
+        if self._cond is None or self._loop is not loop:  # one per event loop (a test client starts one each time)
+            self._cond, self._loop = asyncio.Condition(), loop
         async with self._cond:
             await self._cond.wait_for(lambda: self.in_use + need <= self.limit)
             self.in_use += need
