@@ -202,17 +202,18 @@ def wait_ready(get: Callable[[str], Any], timeout: float = 60.0) -> dict:
 
 @contextlib.contextmanager
 def running_server(app: Any, host: str = "127.0.0.1", port: int | None = None,
-                   startup_timeout: float = 30.0, ready: bool = True) -> Iterator[str]:
+                   startup_timeout: float = 30.0, ready: bool = True, **uvicorn_options: Any) -> Iterator[str]:
     """Serve ``app`` with uvicorn in a background thread; yields the base URL and stops the server afterwards.
 
     Works with any ASGI app: ``running_server(create_app(FakePredictor()))`` or, with a trained run folder,
     ``running_server(create_app(Predictor.load(run_dir)))``. With ``ready``, waits until /health says "ok".
+    ``uvicorn_options`` go to ``uvicorn.Config`` (``limit_concurrency=4``).
     """
     import httpx
     import uvicorn
 
     port = port or free_port()
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", **uvicorn_options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()

@@ -135,3 +135,30 @@ def new_run_dir(path: str | os.PathLike) -> Path:
 def default_cache_dir(cache_dir: str = "") -> Path:
     """The cache folder: ``cache_dir`` if given, else ``$MOVIE_GENRES_CACHE``, else ``~/.cache/movie-genres``."""
     return Path(cache_dir or os.environ.get("MOVIE_GENRES_CACHE") or "~/.cache/movie-genres").expanduser()
+
+
+_CACHE_WRITABLE: dict[str, bool] = {}
+
+
+def cache_writable(cache_dir: str | os.PathLike) -> bool:
+    """Whether files can be written under the cache folder ``cache_dir`` (created if need be), checked once per
+    process. The first time it cannot (a read-only file system, a folder not yours), one warning says that work goes
+    on uncached; callers then read what the cache holds and write nothing there."""
+    import logging
+
+    root = Path(cache_dir).expanduser()
+    key = str(root.resolve())
+    if key not in _CACHE_WRITABLE:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=root)
+            os.close(fd)
+            os.unlink(probe)
+            _CACHE_WRITABLE[key] = True
+        except OSError as exc:
+            _CACHE_WRITABLE[key] = False
+            logging.getLogger(__name__).warning(
+                "the cache folder %s cannot be written (%s): working uncached (features, posters and runs are "
+                "computed and not kept); set MOVIE_GENRES_CACHE to a writable folder to keep them", root,
+                exc.strerror or exc)
+    return _CACHE_WRITABLE[key]

@@ -173,6 +173,10 @@ def encode_catalogue(data=None, manifest=None, encoders=None, engine: str = "loc
         get_encoder(n)  # an unknown name fails here, with the known ones
     catalogue = open_catalogue(data, manifest)
     cache = default_cache_dir()
+    from movie_genres.io import OutputError, cache_writable
+
+    if not cache_writable(cache):  # encoding is for the cache: a clear error before any work
+        raise OutputError(f"the feature cache {cache} cannot be written; set MOVIE_GENRES_CACHE to a writable folder")
     known = {n: set(load_cache(get_encoder(n), cache)[0].tolist()) for n in names}
     pending = _Pending(names, cache)
     started = time.perf_counter()

@@ -49,6 +49,12 @@ def predict_catalogue(run_dir, data=None, manifest=None, output=None, engine: st
     if not 0 <= float(review_band) < 1:
         raise ValueError(f"--review-band must be in [0, 1), got {review_band}")
     store = PartStore(output, run_fingerprint(run, decisions), catalogue.fingerprint(), part_rows)
+    with store:  # one job per output: a second one is refused (OutputBusy) until this one ends
+        return _tag(run, catalogue, store, engine, int(batch_size), actors, address, progress, decisions)
+
+
+def _tag(run: Path, catalogue, store: PartStore, engine: str, batch_size: int, actors, address, progress: bool,
+         decisions: dict) -> dict:
     if store.begin() == "complete":  # checked before any model loads
         log.info("%s is already complete for this run and input; nothing to do", store.output)
         return {**store.read_summary(), "already_complete": True}
@@ -59,12 +65,12 @@ def predict_catalogue(run_dir, data=None, manifest=None, output=None, engine: st
     bar = tqdm(total=total, unit="film", desc="tagging", disable=not progress, smoothing=0.05, dynamic_ncols=True)
     try:
         if engine == "local":
-            parts, resumed, done = _run_local(run, catalogue, store, int(batch_size), bar, decisions)
+            parts, resumed, done = _run_local(run, catalogue, store, batch_size, bar, decisions)
             extra = {}
         else:
             from movie_genres.catalogue.ray_engine import run_ray
 
-            parts, resumed, done, extra = run_ray(run, catalogue, store, int(batch_size), actors, address, bar, decisions)
+            parts, resumed, done, extra = run_ray(run, catalogue, store, batch_size, actors, address, bar, decisions)
     finally:
         bar.close()
     seconds = time.perf_counter() - started
@@ -72,7 +78,7 @@ def predict_catalogue(run_dir, data=None, manifest=None, output=None, engine: st
     counts = store.status_counts()
     summary = _summary(counts, catalogue.dropped)
     summary.update(output=str(store.output), model=config.get("model", "?"), version=config.get("version", __version__), engine=engine,
-                   batch_size=int(batch_size), **extra, seconds=round(seconds, 1), films_tagged_now=done,
+                   batch_size=batch_size, **extra, seconds=round(seconds, 1), films_tagged_now=done,
                    films_per_second=round(done / seconds, 2) if seconds > 0 else None, parts=len(parts), parts_resumed=resumed)
     summary = store.assemble(output_schema(Run(run).genres), parts, summary)
     log.info("%s: %d films, %d ok, %d partial, %d skipped%s", store.output, summary["films"], summary["ok"], summary["partial"], summary["skipped"],

@@ -11,11 +11,17 @@ For ``--output OUT.parquet`` (or ``OUT.csv``):
 
 Run again with the same run and input, the same command continues from the parts that are there (no duplicate rows,
 none lost) or, if the output is complete, says so. Parts or an output from another run or input are refused.
+
+One job at a time per output: ``OUT.parquet.lock`` (an ``flock``, removed when the job ends) is held from
+:meth:`PartStore.begin` to :meth:`PartStore.close`; a second job on the same output is refused at once
+(:class:`OutputBusy`). The output is assembled only when every part is there with the rows it was given
+(:class:`OutputIncomplete` otherwise), and "already complete" is said only of an output whose rows match its summary.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -23,8 +29,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from movie_genres.catalogue.errors import OutputMismatch
-from movie_genres.io import atomic_write, read_json, write_json
+from movie_genres.catalogue.errors import OutputBusy, OutputIncomplete, OutputMismatch
+from movie_genres.io import _clear_errors, atomic_write, read_json, write_json
 from movie_genres.runs import Run
 
 STAMP_FORMAT = 1
@@ -59,7 +65,57 @@ class PartStore:
             raise ValueError(f"--output {self.output}: give a .parquet or .csv file name")
         self.parts_dir = self.output.with_name(self.output.name + ".parts")
         self.summary_path = self.output.with_name(self.output.name + ".summary.json")
+        self.lock_path = self.output.with_name(self.output.name + ".lock")
         self.stamp = {"format": STAMP_FORMAT, "run": run, "input": source, "part_rows": int(part_rows)}
+        self.expected: dict[int, int] = {}  # part index -> its rows, as the job handed them out (has())
+        self._lock_fd: int | None = None
+
+    # -- one job per output
+    def lock(self) -> None:
+        """Take ``OUT.lock`` or raise :class:`OutputBusy`; the file is the lock only while it is still the one at
+        that path (a job that ends removes it, so a job that opened the old file tries again)."""
+        import fcntl
+
+        while self._lock_fd is None:
+            with _clear_errors(self.lock_path):  # a read-only or full output folder: OutputError, as for any write
+                self.output.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                try:
+                    holder = open(self.lock_path, encoding="utf-8").read().strip() or "?"
+                except OSError:
+                    holder = "?"
+                raise OutputBusy(f"another job (process {holder}) is writing {self.output} now; wait for it to "
+                                 f"finish, or give another --output") from None
+            try:
+                same = os.stat(self.lock_path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # removed by the job that held it while this one waited to open it
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+            self._lock_fd = fd
+
+    def close(self) -> None:
+        """Let the next job have the output (idempotent)."""
+        if self._lock_fd is not None:
+            try:
+                self.lock_path.unlink()
+            except FileNotFoundError:
+                pass
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> "PartStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _refuse(self, where: Path, theirs: dict | None) -> OutputMismatch:
         if theirs is None:
@@ -75,7 +131,9 @@ class PartStore:
         return OutputMismatch(f"{where} {what}; give another --output, or delete {where} to start again")
 
     def begin(self) -> str:
-        """"complete" (nothing to do), "resume" (parts there) or "fresh"; raises :class:`OutputMismatch`."""
+        """"complete" (nothing to do), "resume" (parts there) or "fresh"; raises :class:`OutputMismatch`, or
+        :class:`OutputBusy` when another job holds the output (the lock is held from here until :meth:`close`)."""
+        self.lock()
         stamp_path = self.parts_dir / "stamp.json"
         if self.parts_dir.is_dir() and not stamp_path.exists() and not any(self.parts_dir.glob("part-*")):
             shutil.rmtree(self.parts_dir)  # stopped before its stamp was written: nothing in it to keep
@@ -95,6 +153,10 @@ class PartStore:
                 theirs = None
             if theirs is None or not _same(theirs, self.stamp):
                 raise self._refuse(self.output, theirs)
+            have, want = self._output_rows(), read_json(self.summary_path).get("rows")
+            if have != want:
+                raise OutputIncomplete(f"{self.output} holds {have if have is not None else 'unreadable'} rows but its "
+                                       f"summary says {want}; delete {self.output} and run again")
             return "complete"
         write_json(stamp_path, self.stamp)
         return "fresh"
@@ -106,8 +168,21 @@ class PartStore:
     def _part_path(self, index: int) -> Path:
         return self.parts_dir / f"part-{index:06d}.parquet"
 
+    def _output_rows(self) -> int | None:
+        try:
+            if self.output.suffix.lower() == ".parquet":
+                return pq.read_metadata(self.output).num_rows
+            import pyarrow.csv as pacsv
+
+            with pacsv.open_csv(self.output, convert_options=pacsv.ConvertOptions(include_columns=["Id"])) as r:
+                return sum(b.num_rows for b in r)
+        except (OSError, pa.ArrowException):
+            return None
+
     def has(self, index: int, rows: int) -> bool:
-        """Whether part ``index`` is written whole with its ``rows`` rows (a part that does not read back is redone)."""
+        """Whether part ``index`` is written whole with its ``rows`` rows (a part that does not read back is redone).
+        Every part the job hands out goes through here: ``rows`` is what :meth:`assemble` then requires of it."""
+        self.expected[index] = int(rows)
         path = self._part_path(index)
         if not path.is_file():
             return False
@@ -126,15 +201,23 @@ class PartStore:
         return counts
 
     def assemble(self, schema: pa.Schema, parts: list[int], summary: dict) -> dict:
-        """Write the output from ``parts`` (in order), then the summary; remove the parts folder."""
+        """Write the output from ``parts`` (in order), then the summary; remove the parts folder. Every part must be
+        there with its rows (:class:`OutputIncomplete` otherwise, the parts kept for the same command to redo)."""
+        bad = [i for i in parts if i not in self.expected or not self.has(i, self.expected[i])]
+        if bad:
+            shown = ", ".join(self._part_path(i).name for i in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            raise OutputIncomplete(f"{len(bad)} of {len(parts)} parts of {self.output} are missing or short ({shown}); "
+                                   "nothing was assembled: run the same command again to redo them")
+        rows = sum(self.expected[i] for i in parts)
+        if summary.get("rows") != rows:
+            raise OutputIncomplete(f"the parts of {self.output} hold {summary.get('rows')} rows, not the {rows} the "
+                                   "input gave; nothing was assembled: run the same command again")
         schema = pa.schema([f for f in schema if not f.name.startswith("_")])
         csv = self.output.suffix.lower() == ".csv"
 
         def tables():
             for index in parts:
-                path = self._part_path(index)
-                if path.is_file():
-                    yield pq.read_table(path).select(schema.names)
+                yield pq.read_table(self._part_path(index)).select(schema.names)
 
         def write(tmp: Path) -> None:
             if csv:

@@ -12,8 +12,10 @@ Three kinds of source:
 
 Rows are read in batches (pyarrow's streaming CSV reader, Parquet record batches), never the whole table at once, and
 grouped into *parts* of ``part_rows`` input rows: the unit that is predicted, written and resumed. A row with no Id,
-a duplicate Id (the first row is kept) and a malformed CSV row are counted in :attr:`Catalogue.dropped` and are in no
-part; every other row is in exactly one part, with its known problems (an overview that is not UTF-8) in ``note``.
+a duplicate Id (the first row is kept), a malformed CSV row and (``--data``) an Id that is not a file name (``../x``)
+are counted in :attr:`Catalogue.dropped` and are in no part; every other row is in exactly one part, with its known
+problems (an overview that is not UTF-8) in ``note``. Posters are read from regular files only, at most
+``MAX_POSTER_BYTES``; a manifest's columns must hold text (Parquet types are checked when it is opened).
 The Ids seen are kept in memory (about 100 bytes each) to find duplicates.
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +33,13 @@ from urllib.parse import urlparse
 import pyarrow as pa
 
 from movie_genres.catalogue.errors import CatalogueError
-from movie_genres.data.dataset import CSV_NAME, IMAGES_DIR
+from movie_genres.data.dataset import CSV_NAME, IMAGES_DIR, is_file_name
 from movie_genres.features.posters import PosterError
 
 POSTER_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 MAX_POSTER_BYTES = 50 * 2**20  # larger files are not posters; refused before they are read
 READ_ROWS = 8192  # rows per batch read from a manifest
+BAD_ID = f"Id not a file name (a path separator or '..': its poster would be outside {IMAGES_DIR}/)"
 
 # One part of a catalogue, as the batch predictor reads it.
 INPUT_SCHEMA = pa.schema(
@@ -113,6 +117,9 @@ class Catalogue:
                 if not fid:
                     self.dropped["missing Id"] += 1
                     continue
+                if note == BAD_ID:
+                    self.dropped[BAD_ID] += 1
+                    continue
                 if fid in seen:
                     self.dropped["duplicate Id (first kept)"] += 1
                     continue
@@ -155,7 +162,9 @@ class Catalogue:
                         notes[i] = "overview not UTF-8"
                     overviews[i] = (text or "").strip() or None if ok else None
             if self.kind == "dataset":
-                posters = [str(self.path / IMAGES_DIR / f"{i}.jpg") if i else None for i in ids]
+                # an Id such as ../x would name a file outside Images/: such rows are dropped (counted) in parts()
+                posters = [str(self.path / IMAGES_DIR / f"{i}.jpg") if i and is_file_name(i) else None for i in ids]
+                notes = [BAD_ID if i and not is_file_name(i) else note for i, note in zip(ids, notes)]
             elif "poster" in roles:
                 posters = [_resolve(_text(v)[0], base) for v in raw.column(roles["poster"]).to_pylist()]
             else:
@@ -223,6 +232,23 @@ def _header(path: Path) -> list[str]:
     return next(csv.reader([text]), [])
 
 
+def _is_text(t: pa.DataType, integers: bool = False) -> bool:
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t)
+            or pa.types.is_null(t) or (integers and pa.types.is_integer(t)))
+
+
+def _check_types(path: Path, schema: pa.Schema, columns: dict) -> None:
+    """Text columns only (an Id may also be an integer): a list or a number read as text would be a wrong answer."""
+    for role, name in columns.items():
+        t = schema.field(name).type
+        if not _is_text(t, integers=role == "Id"):
+            want = "text or integers" if role == "Id" else "text (string)"
+            raise CatalogueError(f"{path}: column {name!r} ({role}) holds {t}, not {want}; write it as a string "
+                                 f"column; expected {FORMAT_HELP}")
+
+
 def open_catalogue(data: str | Path | None = None, manifest: str | Path | None = None) -> Catalogue:
     """Open and check a catalogue: exactly one of ``data`` (a folder) and ``manifest`` (a CSV or Parquet file)."""
     if (data is None) == (manifest is None):
@@ -263,6 +289,8 @@ def open_catalogue(data: str | Path | None = None, manifest: str | Path | None =
         raise CatalogueError(f"{path} has no Id column (columns: {', '.join(header) or 'none'}); expected {FORMAT_HELP}")
     if len(columns) == 1:
         raise CatalogueError(f"{path} has neither a poster nor an overview column; expected {FORMAT_HELP}")
+    if suffix == ".parquet":
+        _check_types(path, pq.ParquetFile(path).schema_arrow, columns)
     return Catalogue("manifest", path, path, columns)
 
 
@@ -282,26 +310,59 @@ def _filesystem(uri: str):
     return _FILESYSTEMS[key], parsed.path if local else parsed.netloc + parsed.path
 
 
+# URI schemes read through pyarrow.fs; any other (http://, ftp://, ...) is refused with its name
+URI_SCHEMES = ("file", "local", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
+
+
+def _too_large(source: str, size: int | None = None) -> PosterError:
+    what = f"{size:,} bytes" if size is not None else "larger than that"
+    return PosterError("poster too large", f"{source} is {what}; posters are at most {MAX_POSTER_BYTES:,} bytes")
+
+
+def _bounded(fh, source: str) -> bytes:
+    """At most ``MAX_POSTER_BYTES`` from ``fh``: one byte more is read to know that a stream is longer."""
+    data = fh.read(MAX_POSTER_BYTES + 1)
+    if len(data) > MAX_POSTER_BYTES:
+        raise _too_large(source)
+    return data
+
+
 def read_poster(source: str) -> bytes:
-    """A poster's bytes from a local path or a ``pyarrow.fs`` URI; :class:`PosterError` with a countable reason."""
+    """A poster's bytes from a local path or a ``pyarrow.fs`` URI; :class:`PosterError` with a countable reason.
+
+    Only regular files are read (a FIFO, a device or a folder is "poster not a regular file", never waited on), and
+    never more than ``MAX_POSTER_BYTES`` + 1 bytes, whatever the file claims its size is."""
     try:
         if "://" in source:
             import pyarrow.fs as pafs
 
+            scheme = urlparse(source).scheme.lower()
+            if scheme not in URI_SCHEMES:
+                raise PosterError(f"poster URI scheme {scheme}:// not supported",
+                                  f"{source}: posters are read from paths or {', '.join(s + '://' for s in URI_SCHEMES)}")
             fs, path = _filesystem(source)
             info = fs.get_file_info(path)
             if info.type == pafs.FileType.NotFound:
                 raise PosterError("poster missing", f"no file at {source}")
+            if info.type != pafs.FileType.File:
+                raise PosterError("poster not a regular file", f"{source} is a {info.type.name.lower()}")
             if info.size is not None and info.size > MAX_POSTER_BYTES:
-                raise PosterError("poster too large", f"{source} is {info.size:,} bytes")
+                raise _too_large(source, info.size)
             with fs.open_input_stream(path) as fh:
-                return fh.read()
-        size = os.stat(source).st_size
-        if size > MAX_POSTER_BYTES:
-            raise PosterError("poster too large", f"{source} is {size:,} bytes")
-        with open(source, "rb") as fh:
-            return fh.read()
+                return _bounded(fh, source)
+        # O_NONBLOCK: opening a FIFO with no writer returns at once (then refused) instead of waiting forever
+        fd = os.open(source, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        with open(fd, "rb", closefd=True) as fh:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise PosterError("poster not a regular file", f"{source} is not a regular file (a FIFO, a device or a folder)")
+            if st.st_size > MAX_POSTER_BYTES:
+                raise _too_large(source, st.st_size)
+            os.set_blocking(fd, True)
+            return _bounded(fh, source)
     except FileNotFoundError:
         raise PosterError("poster missing", f"no file at {source}") from None
+    except IsADirectoryError:
+        raise PosterError("poster not a regular file", f"{source} is a folder") from None
     except (OSError, pa.ArrowException) as exc:
         raise PosterError("poster unreadable", f"{source}: {exc}") from None

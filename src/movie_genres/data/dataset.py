@@ -165,6 +165,12 @@ def _read_csv(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
     return df, bad_utf8
 
 
+def is_file_name(fid: str) -> bool:
+    """Whether an Id can name its poster ``Images/<Id>.jpg``: no path separator, no NUL, not ``.``/``..`` (an Id
+    such as ``../../etc/x`` would read a file outside the images folder)."""
+    return bool(fid) and not any(c in fid for c in "/\\\0") and fid not in (".", "..")
+
+
 def load_dataset(data_dir: str | Path | None = None, require: tuple[str, ...] = (), label_column: str = LABEL_COLUMN) -> Dataset:
     """Read and validate a dataset folder or a CSV / Parquet manifest.
 
@@ -208,7 +214,7 @@ def load_dataset(data_dir: str | Path | None = None, require: tuple[str, ...] = 
     for i in range(len(df)):
         if bad_utf8[i]:
             rows.flag(i, "non-UTF-8 text", "text is not valid UTF-8")
-        rows.check_id(i)
+        rows.check_id(i, file_name=True)
         if empty[i, :-1].any():  # a short row (fewer fields than the header) reads as empty trailing fields
             where = [f for f, e in zip(fields, empty[i]) if e]
             rows.flag(i, "missing fields", f"no value for {', '.join(where)} (empty, or the row has fewer fields than the header)")
@@ -234,7 +240,7 @@ def load_dataset(data_dir: str | Path | None = None, require: tuple[str, ...] = 
         if listed != onehot_set:
             rows.flag(i, "Genre disagrees with one-hot columns", f"Genre lists {sorted(listed)} but columns say {sorted(onehot_set)}")
     overviews = [str(t).strip() for t in df["Overview"]]
-    posters = [root / IMAGES_DIR / f"{fid}.jpg" if fid else None for fid in rows.ids]
+    posters = [root / IMAGES_DIR / f"{fid}.jpg" if is_file_name(fid) else None for fid in rows.ids]
     return rows.dataset(root, overviews, posters, labels, genres, require)
 
 
@@ -253,10 +259,14 @@ class _Rows:
             if len(self.problems) < 50:
                 self.problems.append(f"row {i + 2} ({self.raw_ids[i] or '?'}): {detail}")
 
-    def check_id(self, i: int) -> None:
+    def check_id(self, i: int, file_name: bool = False) -> None:
+        """Flag a missing or repeated Id (and, ``file_name``, one that cannot name a poster file)."""
         fid = self.ids[i]
         if not fid:
             self.flag(i, "missing Id", "empty Id")
+        elif file_name and not is_file_name(fid):
+            self.flag(i, "Id not a file name", f"Id {fid[:80]!r} has a path separator or is '..' (its poster would "
+                                               f"be read from outside {IMAGES_DIR}/)")
         elif fid in self._seen:
             self.flag(i, "duplicate Id", f"Id {fid} appears more than once (first kept)")
         self._seen.add(fid)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from movie_genres.io import atomic_write
+from movie_genres.io import atomic_write, cache_writable
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def decode_posters(
             images[i], ok[i] = arr, True
             if not keys[i].startswith("unreadable:"):
                 cache[keys[i]] = (arr, note)
-        if cache_dir is not None and write_cache:
+        if cache_dir is not None and write_cache and cache_writable(cache_dir):  # read-only: warned once, not kept
             _save_cache(cache_dir, size, cache)
     return images, ok, reasons, notes
 

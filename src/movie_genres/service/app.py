@@ -11,9 +11,11 @@ Endpoints (see also ``GET /docs`` and ``GET /openapi.json``):
 * ``GET /health`` (503 ``"loading"`` until the model has answered a warm-up film), ``GET /genres``, ``GET /`` (the
   page), ``GET /docs`` (offline API page).
 
-Hard to break: bodies are streamed with a size cap per part and per request (:mod:`.multipart`); images are checked
-for format and pixel count before decoding (:mod:`.routes`); every failure is a JSON ``{"detail": "..."}`` with a 4xx
-status (5xx only if the model itself fails), and the service keeps serving. Limits: :mod:`.limits`.
+Hard to break: bodies are streamed with a size cap per part and per request and a deadline (:mod:`.multipart`);
+images are checked for format and pixel count before decoding (:mod:`.routes`), and the pixels decoded at once are
+bounded across requests; an explanation takes the model in short turns after predictions (:mod:`.resources`); every
+failure is a JSON ``{"detail": "..."}`` with a 4xx status (5xx only if the model itself fails), and the service keeps
+serving. Limits: :mod:`.limits`.
 
 Run it with ``movie-genres serve RUN_DIR`` (``movie-genres serve --help`` lists the limits).
 """
@@ -36,6 +38,7 @@ from movie_genres.io import available_cores
 from movie_genres.service import routes
 from movie_genres.service.limits import DEFAULT_CONCURRENCY, make_limits
 from movie_genres.service.multipart import ApiError
+from movie_genres.service.resources import Budget, ModelLock
 from movie_genres.service.schemas import (
     BATCH_DOC,
     ERRORS,
@@ -84,7 +87,10 @@ class _SecurityHeaders:
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     log.info("%s %s -> %d: %s", request.method, request.url.path, exc.status, exc.detail)
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+    # a body refused part way (too slow, too large) is not read to its end: the connection is closed after the
+    # answer, or it would stay open waiting for the rest (and hold one of the server's connection slots)
+    close = {"Connection": "close"} if exc.status in (408, 413) else None
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=close)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -147,8 +153,8 @@ def create_app(predictor: Any, **limits: int) -> FastAPI:
                      "`POST /predict` takes one film, `POST /predict/batch` several (indexed form fields "
                      "`poster_<i>` / `overview_<i>`), both as multipart/form-data; `POST /explain` says why (same form, optional "
                      "`genre`). The web page is at `/`.\n\n"
-                     "Errors are JSON `{\"detail\": \"...\"}`: 400 malformed multipart, 413 too large (upload, "
-                     "request, pixels), 415 not multipart, 422 bad input, 500 model failure. `/health` is 503 "
+                     "Errors are JSON `{\"detail\": \"...\"}`: 400 malformed multipart, 408 body not sent in time, 413 "
+                     "too large (upload, request, pixels), 415 not multipart, 422 bad input, 500 model failure. `/health` is 503 "
                      "until the model has warmed up."),
         docs_url=None, redoc_url=None,  # the default pages load Swagger/ReDoc from a CDN; /docs is served locally
         lifespan=_lifespan,
@@ -156,8 +162,10 @@ def create_app(predictor: Any, **limits: int) -> FastAPI:
     state = app.state
     state.predictor, state.limits = predictor, checked
     state.genres, state.model_name, state.version, state.modalities = genres, model_name, version, modalities
-    state.model_lock = threading.Lock()
-    state.decode_slots = threading.BoundedSemaphore(max(1, min(4, available_cores())))  # bounds decode memory
+    state.model_lock = ModelLock()  # one model call at a time, predictions before an explanation's turns
+    state.decode_slots = threading.BoundedSemaphore(max(1, min(4, available_cores())))  # decoding threads at once
+    state.pixels = Budget(checked.max_decoding_pixels)  # decoded poster pixels held at once, all requests together
+    state.explaining = Budget(1)  # explanations at once
     state.status, state.status_detail = "loading", "the model is warming up"
 
     app.add_middleware(_SecurityHeaders)

@@ -32,11 +32,24 @@ class Limits:
     max_batch_bytes: int = _limit(64 * MIB, "largest /predict/batch request body")
     max_batch_pixels: int = _limit(100_000_000, "most pixels of all posters of one batch together "
                                                 "(100 MP is about 300 MB once decoded)")
+    max_decoding_pixels: int = _limit(200_000_000, "most poster pixels decoded and held at once, all requests "
+                                                   "together (200 MP is about 600 MB); a request over the rest "
+                                                   "waits its turn (bounds the service's memory)")
+    max_explain_words: int = _limit(100, "overview words /explain weighs (each is one more pass of the overview "
+                                         "through the model; later words get no weight)")
+    body_timeout_seconds: int = _limit(60, "seconds a request's whole body may take to arrive (then 408), so slow "
+                                           "clients cannot hold every connection")
+    min_body_rate_bytes: int = _limit(8 * 1024, "slowest average rate, in bytes a second, at which a request body may "
+                                                "arrive after its first 5 s (then 408): a client sending a byte a "
+                                                "second is cut off after about 5 s")
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.max_decoding_pixels < self.max_image_pixels:
+            raise ValueError(f"max_decoding_pixels ({self.max_decoding_pixels:,}) must be at least max_image_pixels "
+                             f"({self.max_image_pixels:,}): one poster must fit")
         if self.max_image_pixels > MAX_PIXELS:
             raise ValueError(f"max_image_pixels can be at most {MAX_PIXELS:,} (posters over that are refused "
                              f"everywhere), got {self.max_image_pixels:,}")

@@ -1,19 +1,28 @@
 """Request bodies, read by hand: multipart/form-data streamed chunk by chunk, with a byte cap per part and per request.
 
 An oversized upload is refused as soon as it crosses its limit, never buffered whole. Text must be UTF-8 (Starlette's
-own form parser silently falls back to latin-1, so it is not used). Every refusal is an :class:`ApiError`.
+own form parser silently falls back to latin-1, so it is not used). The whole body must arrive within a deadline
+(``timeout`` seconds) and, after its first few seconds, at a least rate (``min_rate``), 408 otherwise: a client that
+sends a byte a second cannot hold a connection slot for long (the server's ``timeout_keep_alive`` does not cover
+bodies). A field name longer than ``MAX_FIELD_NAME`` characters is
+refused before it is looked at, so no message or log line ever echoes more than that. Every refusal is an
+:class:`ApiError`.
 """
 from __future__ import annotations
 
+import asyncio
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import AsyncIterator, Callable
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 MIB = 1024 * 1024
+MAX_FIELD_NAME = 100  # characters; every field this service takes is far shorter
+RATE_GRACE_SECONDS = 5.0  # a body's first seconds, before its rate is checked
+MAX_FILE_NAME = 255  # characters of an upload's file name (the most most file systems allow)
 
 
 class ApiError(Exception):
@@ -43,6 +52,48 @@ class Part:
 def mb(n: int) -> str:
     """A byte count for messages: ``10.0 MB``, ``98 KB``, ``12 bytes``."""
     return f"{n / MIB:.1f} MB" if n >= MIB else f"{n / 1024:.0f} KB" if n >= 1024 else f"{n} bytes"
+
+
+def field_name(name: str) -> str:
+    """A field name as received, refused (422, shown cut short) when it is longer than ``MAX_FIELD_NAME``."""
+    if len(name) > MAX_FIELD_NAME:
+        raise ApiError(422, f"a field name of {len(name):,} characters ({name[:40]!r}...); field names are at most "
+                            f"{MAX_FIELD_NAME} characters")
+    return name
+
+
+async def body_chunks(request: Request, timeout: float | None, min_rate: int | None = None) -> AsyncIterator[bytes]:
+    """``request.stream()``, with the whole body due within ``timeout`` seconds and, after its first
+    ``RATE_GRACE_SECONDS``, arriving at ``min_rate`` bytes a second on average at least (408 otherwise)."""
+    loop = asyncio.get_running_loop()
+    stream = request.stream().__aiter__()
+    started, received = loop.time(), 0
+
+    def allowed() -> float | None:  # seconds from the start the body may take, given what has come so far
+        limits = [timeout] if timeout is not None else []
+        if min_rate:
+            limits.append(RATE_GRACE_SECONDS + received / min_rate)
+        return min(limits) if limits else None
+
+    while True:
+        budget = allowed()
+        try:
+            if budget is None:
+                chunk = await stream.__anext__()
+            else:
+                left = started + budget - loop.time()
+                if left <= 0:
+                    raise asyncio.TimeoutError
+                chunk = await asyncio.wait_for(stream.__anext__(), left)
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            if timeout is not None and budget is not None and budget >= timeout:
+                raise ApiError(408, f"the request body did not arrive within {timeout:g} s; send it at once") from None
+            raise ApiError(408, f"the request body is arriving at under {mb(min_rate or 0)}/s ({mb(received)} in "
+                                f"{loop.time() - started:.0f} s); send it at once") from None
+        received += len(chunk)
+        yield chunk
 
 
 def strict_utf8(raw: bytes | bytearray, what: str) -> str:
@@ -87,8 +138,11 @@ class _FormReader:
         _, options = parse_options_header(disposition)
         if b"name" not in options:
             raise ApiError(400, 'a multipart part has no field name (Content-Disposition: form-data; name="...")')
-        name = strict_utf8(options[b"name"], "a form field name")
+        name = field_name(strict_utf8(options[b"name"], "a form field name"))
         filename = strict_utf8(options[b"filename"], f"the file name of {name!r}") if b"filename" in options else None
+        if filename is not None and len(filename) > MAX_FILE_NAME:
+            raise ApiError(422, f"the file name of {name!r} has {len(filename):,} characters ({filename[:40]!r}...); "
+                                f"file names are at most {MAX_FILE_NAME} characters")
         if name in self.parts:
             raise ApiError(422, f"field {name!r} was sent more than once")
         limit, too_big = self.classify(name, filename)
@@ -114,8 +168,10 @@ class _FormReader:
             "on_part_data", "on_part_end", "on_end")}
 
 
-async def read_form(request: Request, classify: Classify, max_body: int) -> dict[str, Part]:
-    """The request's form fields (multipart/form-data, or url-encoded for text-only forms), bounded and strict."""
+async def read_form(request: Request, classify: Classify, max_body: int, timeout: float | None = None,
+                    min_rate: int | None = None) -> dict[str, Part]:
+    """The request's form fields (multipart/form-data, or url-encoded for text-only forms), bounded and strict; the
+    body is due within ``timeout`` seconds, at ``min_rate`` bytes a second at least (:func:`body_chunks`; 408)."""
     mime, params = parse_options_header(request.headers.get("content-type"))
     if mime not in (b"multipart/form-data", b"application/x-www-form-urlencoded"):
         got = request.headers.get("content-type") or "no Content-Type"
@@ -127,7 +183,7 @@ async def read_form(request: Request, classify: Classify, max_body: int) -> dict
         if int(length) > max_body:  # refused before reading a byte of the body
             raise ApiError(413, f"the request is {mb(int(length))}; the limit is {mb(max_body)}")
     if mime == b"application/x-www-form-urlencoded":
-        return await _read_urlencoded(request, classify, max_body)
+        return await _read_urlencoded(request, classify, max_body, timeout, min_rate)
     boundary = params.get(b"boundary")
     if not boundary:
         raise ApiError(400, "the multipart/form-data Content-Type has no boundary")
@@ -138,7 +194,7 @@ async def read_form(request: Request, classify: Classify, max_body: int) -> dict
         raise ApiError(400, f"bad multipart boundary: {exc}") from None
     received = 0
     try:
-        async for chunk in request.stream():
+        async for chunk in body_chunks(request, timeout, min_rate):
             received += len(chunk)
             if received > max_body:
                 raise ApiError(413, f"the request is larger than the limit of {mb(max_body)}")
@@ -153,11 +209,12 @@ async def read_form(request: Request, classify: Classify, max_body: int) -> dict
     return reader.parts
 
 
-async def _read_urlencoded(request: Request, classify: Classify, max_body: int) -> dict[str, Part]:
+async def _read_urlencoded(request: Request, classify: Classify, max_body: int, timeout: float | None,
+                           min_rate: int | None) -> dict[str, Part]:
     """``curl -d overview=...`` / ``requests.post(data=...)`` without files: text fields only."""
     body = bytearray()
     try:
-        async for chunk in request.stream():
+        async for chunk in body_chunks(request, timeout, min_rate):
             body += chunk
             if len(body) > max_body:
                 raise ApiError(413, f"the request is larger than the limit of {mb(max_body)}")
@@ -170,6 +227,7 @@ async def _read_urlencoded(request: Request, classify: Classify, max_body: int) 
         raise ApiError(422, "a form value is not valid UTF-8 once percent-decoded; send UTF-8 text") from None
     parts: dict[str, Part] = {}
     for name, value in pairs:
+        field_name(name)
         if name in parts:
             raise ApiError(422, f"field {name!r} was sent more than once")
         limit, too_big = classify(name, None)

@@ -1,5 +1,6 @@
 """The endpoints: plain functions over ``request.app.state``, which :func:`~movie_genres.service.app.create_app` fills
-(``predictor``, ``limits``, ``model_lock``, ``decode_slots``, ``status``, ...) and wires to paths.
+(``predictor``, ``limits``, ``model_lock``, ``decode_slots``, ``pixels``, ``explaining``, ``status``, ...) and wires
+to paths.
 
 Posters are decoded by the package's one poster decode, :func:`movie_genres.features.posters.open_poster`, as in
 training; before that, the service reads only the image header, to refuse formats it does not take and pixel counts
@@ -7,12 +8,13 @@ over its limit (decompression bombs) before a byte is decoded.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 from fastapi import Request
 from fastapi.responses import FileResponse, JSONResponse
@@ -23,6 +25,7 @@ from movie_genres.features import posters
 from movie_genres.features.posters import PosterError
 from movie_genres.service.limits import Limits
 from movie_genres.service.multipart import ApiError, Part, mb, read_form, strict_utf8
+from movie_genres.service.resources import TRIM_FROM_PIXELS, Turns, trim_heap
 from movie_genres.service.schemas import answer_json, explanation_json
 
 log = logging.getLogger("movie_genres.service")
@@ -127,8 +130,8 @@ def decode_poster(data: bytes, limits: Limits, label: str = "") -> Image.Image:
     return open_checked(data, label)
 
 
-def _decode(state: Any, films: list[Film], pixel_budget: int | None = None) -> None:
-    """Decode the films' posters in place; every header is checked (and the budget counted) before any decoding."""
+def _check_headers(state: Any, films: list[Film], pixel_budget: int | None = None) -> int:
+    """Every poster's header checked (and the batch's budget counted) before any decoding; returns the pixels."""
     pixels = 0
     for film in films:
         if film.poster is not None:
@@ -136,10 +139,31 @@ def _decode(state: Any, films: list[Film], pixel_budget: int | None = None) -> N
             if pixel_budget is not None and pixels > pixel_budget:
                 raise ApiError(413, f"the batch's posters have over {pixel_budget / 1e6:.0f} MP together (the "
                                     "limit): send fewer or smaller posters per batch")
+    return pixels
+
+
+def _decode_images(state: Any, films: list[Film]) -> None:
     for film in films:
         if film.poster is not None:
             with state.decode_slots:
                 film.image = open_checked(film.poster, film.label)
+
+
+@contextlib.asynccontextmanager
+async def _decoded(state: Any, films: list[Film], pixel_budget: int | None = None) -> AsyncIterator[None]:
+    """The films' posters decoded in place for the block, within the service's budget of decoded pixels (a request
+    waits for its whole need before decoding); afterwards the images are dropped and, after large ones, the heap
+    trimmed (resources.py)."""
+    pixels = await run_in_threadpool(_check_headers, state, films, pixel_budget)
+    async with state.pixels.hold(pixels):
+        try:
+            await run_in_threadpool(_decode_images, state, films)
+            yield
+        finally:
+            for film in films:
+                film.image = None
+    if pixels >= TRIM_FROM_PIXELS:
+        await run_in_threadpool(trim_heap)
 
 
 def _check_modalities(state: Any, film: Film) -> None:
@@ -151,9 +175,11 @@ def _check_modalities(state: Any, film: Film) -> None:
                             f"{' and '.join(state.modalities)}; you sent only the {provided[0]}")
 
 
-def _run_model(state: Any, call: Callable[[], Any], what: str) -> Any:
+def _run_model(state: Any, call: Callable[[], Any], what: str, lock: bool = True) -> Any:
+    """``call()`` with the model lock held (``lock=False``: the call takes it itself, in turns); errors mapped."""
     try:
-        with state.model_lock:  # one inference at a time: models are not promised to be thread-safe
+        # one inference at a time: models are not promised to be thread-safe
+        with state.model_lock if lock else contextlib.nullcontext():
             return call()
     except ValueError as exc:  # the Predictor's way of saying "cannot use this input"
         log.info("predictor refused %s: %s", what, exc)
@@ -191,12 +217,13 @@ async def predict(request: Request) -> JSONResponse:
             return _film_field(name, limits)
         raise ApiError(422, f"unknown field {name!r}; send 'poster' (file) and/or 'overview' (text)")
 
-    parts = await read_form(request, classify, limits.max_predict_body)
+    parts = await read_form(request, classify, limits.max_predict_body, limits.body_timeout_seconds,
+                            limits.min_body_rate_bytes)
     film = film_from_parts("", parts.get("poster"), parts.get("overview"), limits)
     _check_modalities(state, film)
-    await run_in_threadpool(_decode, state, [film])
-    answer = await run_in_threadpool(
-        _run_model, state, lambda: state.predictor.predict_one(poster=film.image, overview=film.overview), "one film")
+    async with _decoded(state, [film]):
+        answer = await run_in_threadpool(
+            _run_model, state, lambda: state.predictor.predict_one(poster=film.image, overview=film.overview), "one film")
     return JSONResponse(_finish(answer))
 
 
@@ -217,7 +244,8 @@ async def predict_batch(request: Request) -> JSONResponse:
             return limits.max_upload_bytes, _too_big_upload(f"film {index}: ", name, limits)
         return 4 * limits.max_overview_chars + 8, _too_long_overview(f"film {index}: ", limits)
 
-    parts = await read_form(request, classify, limits.max_batch_bytes)
+    parts = await read_form(request, classify, limits.max_batch_bytes, limits.body_timeout_seconds,
+                            limits.min_body_rate_bytes)
     indices = {int(_BATCH_FIELD.match(name).group(2)) for name in parts}  # type: ignore[union-attr]
     if not indices:
         raise ApiError(422, "the batch is empty: send poster_0 and/or overview_0, poster_1 ...")
@@ -225,10 +253,11 @@ async def predict_batch(request: Request) -> JSONResponse:
              for i in range(max(indices) + 1)]
     for film in films:
         _check_modalities(state, film)
-    await run_in_threadpool(_decode, state, films, limits.max_batch_pixels)
-    items = [(f.image, f.overview) for f in films]
-    answers = await run_in_threadpool(_run_model, state, lambda: state.predictor.predict_many(items),
-                                      f"{len(films)} films")
+    async with _decoded(state, films, limits.max_batch_pixels):
+        items = [(f.image, f.overview) for f in films]
+        answers = await run_in_threadpool(_run_model, state, lambda: state.predictor.predict_many(items),
+                                          f"{len(films)} films")
+        items.clear()  # the decoded images go before the heap is trimmed
     if not isinstance(answers, (list, tuple)) or len(answers) != len(films):
         raise ApiError(500, f"the model gave {len(answers) if hasattr(answers, '__len__') else '?'} answers "
                             f"for {len(films)} films")
@@ -267,13 +296,17 @@ async def explain(request: Request) -> JSONResponse:
         raise ApiError(422, f"unknown field {name!r}; send 'poster' (file) and/or 'overview' (text), and optionally "
                             "'genre' (names, comma separated)")
 
-    parts = await read_form(request, classify, limits.max_predict_body)
+    parts = await read_form(request, classify, limits.max_predict_body, limits.body_timeout_seconds,
+                            limits.min_body_rate_bytes)
     film = film_from_parts("", parts.get("poster"), parts.get("overview"), limits)
     genres = _genre_names(parts.get("genre"), state)
     _check_modalities(state, film)
-    await run_in_threadpool(_decode, state, [film])
-    answer = await run_in_threadpool(
-        _run_model, state, lambda: explain_film(state.predictor, film.image, film.overview, genres), "an explanation")
+    # one explanation at a time, its model calls in turns at low priority: predictions go in between (resources.py)
+    model = Turns(state.predictor, state.model_lock)
+    async with state.explaining.hold(1), _decoded(state, [film]):
+        answer = await run_in_threadpool(
+            _run_model, state, lambda: explain_film(model, film.image, film.overview, genres,
+                                                    max_words=limits.max_explain_words), "an explanation", False)
     try:
         return JSONResponse(explanation_json(answer))
     except ValueError as exc:

@@ -186,13 +186,16 @@ def _copy_run(src: Path, dst: Path) -> None:
 
 def store(run_dir: Path, cfg, key: str) -> None:
     """Keep a finished run under its key; a failure here only costs a later retraining, so it is logged, not raised."""
+    from movie_genres.io import cache_writable
+
     root = cache_root(cfg)
-    if (root / key / RECORD).exists():
+    if (root / key / RECORD).exists() or not cache_writable(root.parent):  # read-only: warned once, not kept
         return
     tmp = None
     try:
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+        os.chmod(tmp, 0o755)  # mkdtemp makes 0700 folders; an entry is read by other users' trains (a shared cache)
         _copy_run(run_dir, tmp)
         record = {"key": key, "stored": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from": str(run_dir), "files": _files(tmp)}
         (tmp / RECORD).write_text(json.dumps(record), encoding="utf-8")

@@ -74,7 +74,7 @@ def cached_session(encoder: "Encoder", export):
     """An onnxruntime session for ``encoder`` from its ONNX bytes, exported once (``export()``) and kept at
     :func:`onnx_cache_path`: exporting costs seconds per process, so every later process (a Ray actor, a training
     worker) loads the bytes instead. Bytes that do not load are exported again and replaced."""
-    from movie_genres.io import atomic_write
+    from movie_genres.io import atomic_write, cache_writable
 
     path = onnx_cache_path(encoder)
     if path.is_file():
@@ -84,7 +84,8 @@ def cached_session(encoder: "Encoder", export):
             log.warning("ONNX cache %s is unusable (%s); exporting again", path, exc)
     onnx = export()
     try:
-        atomic_write(path, lambda tmp: tmp.write_bytes(onnx))
+        if cache_writable(path.parents[1]):  # a read-only cache was warned about once; it only costs the export
+            atomic_write(path, lambda tmp: tmp.write_bytes(onnx))
     except Exception as exc:  # a read-only cache only costs the next process the export
         log.warning("cannot keep the exported ONNX model at %s: %s", path, exc)
     return ort_session(onnx, encoder.threads)
@@ -116,8 +117,12 @@ def exclusive(lock_path: Path) -> Iterator[None]:
     except ImportError:  # pragma: no cover - not POSIX
         yield
         return
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as f:
+    from movie_genres.io import _clear_errors
+
+    with _clear_errors(lock_path):  # a read-only cache: one clear OutputError, not a raw OSError
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(lock_path, "a")
+    with f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield

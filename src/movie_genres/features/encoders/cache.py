@@ -19,7 +19,7 @@ import numpy as np
 
 from movie_genres.features.encoders.base import Encoder, exclusive, poster_image
 from movie_genres.features.encoders.base import safe_name as _safe
-from movie_genres.io import atomic_write
+from movie_genres.io import atomic_write, cache_writable
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +180,7 @@ def cached_features(
         return out
 
     cached_keys, cached_feats = load_cache(encoder, cache_dir)
+    write = write and cache_writable(cache_dir)  # a read-only cache: one warning, then features are not kept
     index = {k: i for i, k in enumerate(cached_keys.tolist())}
     todo: dict[str, Any] = {}  # key -> first item with that key, in order
     for key, item in zip(keys, items):
