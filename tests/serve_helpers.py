@@ -109,16 +109,25 @@ class FakePredictor:
         n = len(posters)
         pix = np.zeros((n, 3 * 6 * 4), dtype=np.float32)
         words = np.zeros((n, self.WORDS), dtype=np.float32)
+        from movie_genres.features.inputs import Problems
+
         ok = np.zeros(n, dtype=bool)
+        problems = Problems.none(n)
         for i, (p, t) in enumerate(zip(posters, overviews)):
-            if p is not None and "poster" in self.modalities:
-                pix[i] = np.asarray(p.convert("RGB").resize((4, 6), Image.BILINEAR), dtype=np.float32).ravel() / 255
-                ok[i] = True
-            if t and t.strip() and "overview" in self.modalities:
-                for w in t.lower().split():
-                    words[i, zlib.crc32(w.strip(".,;:!?").encode()) % self.WORDS] += 1.0
-                ok[i] = True
-        return {"pixels": pix, "words": words}, ok, {}
+            if "poster" in self.modalities:
+                if p is not None:
+                    pix[i] = np.asarray(p.convert("RGB").resize((4, 6), Image.BILINEAR), dtype=np.float32).ravel() / 255
+                    ok[i] = True
+                else:
+                    problems.add(i, "poster", "poster missing")
+            if "overview" in self.modalities:
+                if t and t.strip():
+                    for w in t.lower().split():
+                        words[i, zlib.crc32(w.strip(".,;:!?").encode()) % self.WORDS] += 1.0
+                    ok[i] = True
+                else:
+                    problems.add(i, "overview", "empty overview")
+        return {"pixels": pix, "words": words}, ok, problems
 
     def scores(self, inputs: dict[str, Any]) -> Any:
         import numpy as np

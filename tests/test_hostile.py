@@ -9,6 +9,7 @@ import json
 import os
 import threading
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,9 @@ from movie_genres.catalogue import CatalogueError, OutputBusy, OutputIncomplete
 from movie_genres.catalogue.job import predict_catalogue
 from movie_genres.catalogue.output import PartStore
 from movie_genres.catalogue.read import open_catalogue, read_poster
+from movie_genres.evaluation.metrics import decide
 from movie_genres.features.posters import PosterError
+from movie_genres.predictor import Predictor
 from serve_helpers import GENRES, FakePredictor, image_bytes
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -28,7 +31,20 @@ from serve_helpers import GENRES, FakePredictor, image_bytes
 
 
 class _StubPredictor(FakePredictor):
+    """The fake model behind the real Predictor's answer (statuses, reasons), as the catalogue reads it."""
+
     config: dict = {"min_one_genre": True}
+    answer = Predictor.answer
+    reads = ["poster", "overview"]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.run = types.SimpleNamespace(decide=lambda probs: decide(probs, 0.5, True))
+        self.calibrator = lambda probs: probs
+        self.raw_scores = self.scores
+
+    def with_decisions(self, threshold=None, top_k=None):
+        return self
 
     def transform(self, posters, overviews, progress=True, cache=None):  # the Predictor's signature
         return super().transform(posters, overviews)
