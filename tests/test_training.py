@@ -101,11 +101,11 @@ def test_predictor_refuses_unfinished_runs(tmp_path):
 
 
 def test_sklearn_style_estimator(tiny_data, tiny_config, cache_dir, tmp_path):
-    clf = GenreClassifier("bilstm", cache_dir=cache_dir, **{**tiny_config, "epochs": 1}).fit(tiny_data, out=tmp_path / "est")
-    probs = clf.predict_proba([None, None], ["funny laugh joke", ""])
-    assert probs.shape == (2, 25) and np.isnan(probs[1]).all() and not np.isnan(probs[0]).any()
-    assert clf.predict([None], ["love kiss"]).shape == (1, 25)
-    assert GenreClassifier.from_run(clf.run_dir_).predict_proba([None], ["funny"]).shape == (1, 25)
+    clf = GenreClassifier("bilstm", cache_dir=cache_dir, **{**tiny_config, "epochs": 1}).fit(tiny_data, out=tmp_path / "est")  # a dataset folder
+    probs = clf.predict_proba([{"poster": None, "overview": "funny laugh joke"}, {"poster": None, "overview": ""}])
+    assert probs.shape == (2, len(clf.classes_)) and np.isnan(probs[1]).all() and not np.isnan(probs[0]).any()
+    assert clf.predict([{"poster": None, "overview": "love kiss"}]).shape == (1, len(clf.classes_))
+    assert GenreClassifier.from_run(clf.run_dir_).predict_proba([{"overview": "funny"}]).shape == (1, len(clf.classes_))
 
 
 def test_api_verbs_stay_functions_after_every_submodule_is_imported():
