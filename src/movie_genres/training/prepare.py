@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from movie_genres import runs
-from movie_genres.config import Config
-from movie_genres.data.dataset import Dataset, load_dataset
+from movie_genres.config import MIN_FILMS, Config
+from movie_genres.data.dataset import DataError, Dataset, load_dataset
 from movie_genres.data.split import load_manifest, save_manifest, stratified_split
 from movie_genres.models.registry import make_featurizer
 
@@ -52,8 +52,13 @@ def problems_of(ds: Dataset, usable: np.ndarray, problems: Counter) -> Counter:
 
 
 def load_films(cfg: Config, data_dir) -> Dataset:
+    """The dataset's usable films (the first ``cfg.limit`` of them when set); too few to split and score is a DataError."""
     ds = load_dataset(data_dir)
-    return ds.subset(np.arange(min(cfg.limit, len(ds)))) if cfg.limit else ds
+    ds = ds.subset(np.arange(min(cfg.limit, len(ds)))) if cfg.limit else ds
+    if len(ds) < MIN_FILMS:
+        raise DataError(f"{ds.root}: {len(ds)} usable film(s); training needs at least {MIN_FILMS} (a validation split and its "
+                        f"metrics){'; skipped: ' + str(dict(ds.skipped)) if ds.skipped else ''}")
+    return ds
 
 
 def prepare(cfg: Config, data_dir, run_dir: Path, resume: bool = False, ds: Dataset | None = None) -> Prepared:
