@@ -20,6 +20,7 @@ RUN_FILES = {"config.json", "featurizer.json", "genres.json", "thresholds.json",
 def test_run_folder_is_complete(trained_runs, model):
     run = trained_runs[model]
     assert RUN_FILES <= {p.name for p in run.iterdir()}
+    assert not (run / "checkpoint").exists()  # a finished run keeps no resume checkpoint
     assert {p.name for p in (run / "plots").iterdir()} >= {"learning_curves.png", "confusion_matrices.png", "cooccurrence.png", "per_genre_f1.png"}
     m = json.loads((run / "metrics.json").read_text())
     for key in ("micro_f1", "macro_f1", "weighted_f1", "samples_f1", "micro_precision", "micro_recall", "map_macro"):
@@ -174,7 +175,7 @@ def test_a_failed_train_with_a_checkpoint_is_kept_to_resume(tmp_path, tiny_confi
     assert (tmp_path / "run" / "checkpoint" / "state.json").exists()
     monkeypatch.undo()
     run = train(resume=tmp_path / "run")
-    assert run == tmp_path / "run" and (run / "metrics.json").exists()
+    assert run == tmp_path / "run" and (run / "metrics.json").exists() and not (run / "checkpoint").exists()
 
 
 def test_poster_augmentation_works_on_pixels_0_to_255():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -74,7 +75,8 @@ def prepare(cfg: Config, data_dir, run_dir: Path, resume: bool = False, ds: Data
         save_manifest(manifest, ds.ids, train_idx, val_idx)
     featurizer = make_featurizer(cfg)
     featurizer.fit([ds.poster_paths[i] for i in train_idx], [ds.overviews[i] for i in train_idx])
-    inputs, usable, problems = featurizer.transform(ds.poster_paths, ds.overviews, progress=cfg.verbose > 0)
+    # progress bars on a terminal only: in a log file (a worker's) each redraw would be one more line
+    inputs, usable, problems = featurizer.transform(ds.poster_paths, ds.overviews, progress=cfg.verbose > 0 and sys.stderr.isatty())
     prep = Prepared(cfg, ds, featurizer, train_idx, val_idx, inputs, usable, problems)
     if len(prep.train_idx) == 0 or len(prep.val_idx) == 0:
         raise ValueError(f"not enough usable films to train {cfg.model}: {len(prep.train_idx)} train, {len(prep.val_idx)} validation ({dict(prep.skipped)})")
