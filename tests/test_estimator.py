@@ -1,6 +1,7 @@
 """GenreClassifier as a scikit-learn estimator: parameters, clone, fit(X, y) on films, the fitted attributes."""
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -119,3 +120,6 @@ def test_fit_on_films_returns_self_and_predicts_its_classes(tmp_path, tiny_data,
     np.testing.assert_allclose(again.predict_proba(X.head(4)), probs, atol=1e-6)
     with pytest.raises(NotFittedError):
         clone(clf).predict(X.head(1))  # a clone has the parameters, not the fit
+    thawed = pickle.loads(pickle.dumps(clf))  # pickled without the model, loaded again from the run folder
+    assert thawed.run_dir_ == clf.run_dir_ and list(thawed.classes_) == list(clf.classes_)
+    np.testing.assert_allclose(thawed.predict_proba(X.head(4)), probs, atol=1e-6)

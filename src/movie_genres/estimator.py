@@ -22,7 +22,8 @@ where they are files), trains on it and removes it; the run folder is then compl
 After ``fit`` (or :meth:`GenreClassifier.from_run`): ``classes_`` are the genres the run learned (schema order;
 genres with fewer than ``min_positives`` training films are not learned), ``predict_proba(X)`` /
 ``predict(X)`` give one column per class, ``score(X, y)`` is micro-F1 over all genres, and ``run_dir_`` is the run
-folder. A film the model cannot read (no usable input) gets NaN probabilities and no genre.
+folder. A film the model cannot read (no usable input) gets NaN probabilities and no genre. A fitted estimator pickles
+without its model, which is loaded again from ``run_dir_`` (so the run folder must still be there).
 """
 from __future__ import annotations
 
@@ -121,6 +122,19 @@ class GenreClassifier(ClassifierMixin, BaseEstimator):
         self._columns = np.flatnonzero(self.predictor_.trained)
         self.classes_ = np.array([self.predictor_.genres[i] for i in self._columns], dtype=object)
         self.thresholds_ = self.predictor_.thresholds_[self._columns]
+
+    def __getstate__(self) -> dict:
+        """Pickled without the loaded model (a Keras model and its traced graph): it is loaded again from ``run_dir_``."""
+        state = super().__getstate__()
+        state.pop("predictor_", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if "run_dir_" in state:
+            from movie_genres.predictor import Predictor
+
+            self.predictor_ = Predictor.load(self.run_dir_)
 
     @classmethod
     def from_run(cls, run_dir) -> "GenreClassifier":
