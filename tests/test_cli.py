@@ -118,6 +118,11 @@ def test_output_out_alias_flags_after_the_verb_and_items_anywhere(capsys, monkey
         assert code == 0, err
     assert seen[0] == seen[1]
     assert (seen[0]["out"], seen[0]["epochs"], seen[0]["seed"], seen[0]["augment"]) == (str(tmp_path), 2, "3", "false")
+    # both: --epochs wins, and epochs reaches train_all once (twice would be a TypeError)
+    code, err = in_process(capsys, "train", "epochs=3", "--model", "text,image", "--epochs", "2")
+    assert code == 0 and seen[-1]["epochs"] == 2, err
+    code, err = in_process(capsys, "train", "epochs=3", "--model", "text,image")
+    assert code == 0 and seen[-1]["epochs"] == "3", err
 
 
 def test_version_and_config_listing():

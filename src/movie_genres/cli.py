@@ -210,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.verb == "train":
             overrides = parse_overrides(items)
-            epochs = args.epochs if args.epochs is not None else overrides.pop("epochs", None)
+            epochs_item = overrides.pop("epochs", None)  # epochs=N is the same as --epochs N (which wins)
+            epochs = args.epochs if args.epochs is not None else epochs_item
             if args.resume:
                 run = mg.train(resume=args.resume, data=args.data, epochs=epochs)
             elif args.model == "all" or "," in args.model:
