@@ -37,6 +37,19 @@ def test_every_config_key_is_a_parameter_and_clone_keeps_them():
     assert " ".join(repr(clf).split()) == "GenreClassifier(epochs=3, learning_rate=0.01, lstm_units=(8, 4), model='bilstm', out='runs/x')"
 
 
+# scikit-learn's own checks that do not fit (check_estimator's fitting checks feed numeric matrices, not films)
+SKLEARN_CHECKS = ("check_get_params_invariance", "check_set_params", "check_no_attributes_set_in_init",
+                  "check_parameters_default_constructible", "check_estimator_repr", "check_estimator_cloneable",
+                  "check_estimator_tags_renamed", "check_valid_tag_types")
+
+
+@pytest.mark.parametrize("check", SKLEARN_CHECKS)
+def test_scikit_learn_checks_that_apply(check):
+    from sklearn.utils import estimator_checks
+
+    getattr(estimator_checks, check)("GenreClassifier", GenreClassifier("bilstm", epochs=2, lstm_units=(4,)))
+
+
 def test_set_params_changes_what_fit_uses():
     clf = GenreClassifier("cnn")
     assert clf.set_params(epochs=2, augment=False, model="text") is clf

@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.verb == "serve":
             from movie_genres.service.limits import options
 
-            log_level = "warning" if args.quiet else "info"
+            log_level = "warning" if args.quiet else "debug" if args.verbose else "info"
             mg.serve(args.run_dir, args.host, args.port, log_level=log_level, **options(args))
     except (ConfigError, DataError, PosterError, OutputError, RunError, TrainingFailed, EngineError, ValueError, FileNotFoundError) as exc:
         print(f"movie-genres {args.verb}: error: {exc}", file=sys.stderr)
