@@ -129,7 +129,7 @@ def test_a_named_poster_that_is_missing_or_will_not_decode_is_an_error_on_every_
             with pytest.raises(PosterError, match=reason):
                 Predictor.load(run).predict_many([(poster, overview)])
             with pytest.raises(PosterError, match=reason):
-                GenreClassifier.from_run(run).predict_proba([str(poster)], [overview])
+                GenreClassifier.from_run(run).predict_proba([{"poster": str(poster), "overview": overview}])
     # no poster at all is not an error for a model that also reads overviews: it answers from the overview
     assert predict(fusion_runs["gmu"], overview=overview)["inputs_used"] == ["overview"]
 

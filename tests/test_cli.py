@@ -1,6 +1,7 @@
 """The CLI: train, evaluate, predict and report through a real subprocess, and argument errors in-process."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -35,10 +36,17 @@ def in_process(capsys, *args) -> tuple[int, str]:
 @pytest.mark.slow
 def test_train_evaluate_predict_report(tmp_path, tiny_data, cache_dir):
     run = tmp_path / "bilstm"
-    out = cli("train", "--model", "bilstm", "--data", tiny_data, "--out", run, "--epochs", "1", f"cache_dir={cache_dir}", *TINY)
+    # config items anywhere on the line (before the verb too), -q after the verb, --output for the run folder
+    out = cli(TINY[0], "train", *TINY[1:3], "--model", "bilstm", "-q", "--data", tiny_data, *TINY[3:], "--output", run, "--epochs", "1",
+              f"cache_dir={cache_dir}")
     assert out.stdout.strip().endswith(str(run)) and (run / "model.keras").exists()
+    assert "INFO" not in out.stderr
+    config = json.loads((run / "config.json").read_text())
+    assert (config["vocab_size"], config["sequence_length"], config["lstm_units"], config["workers"]) == (50, 12, [4], 1)
 
-    shown = json.loads(cli("evaluate", run, "--data", tiny_data, "--output", tmp_path / "eval.json").stdout)
+    evaluated = cli("evaluate", run, "--data", tiny_data, "--output", tmp_path / "eval.json")
+    assert "INFO" in evaluated.stderr  # without -q, the summary is logged
+    shown = json.loads(evaluated.stdout)
     metrics = json.loads((tmp_path / "eval.json").read_text())
     # the run's training films are left out and counted: only its validation films are scored
     assert metrics["n_films"] + metrics["excluded_training_films"] == 60 and metrics["n_skipped"] == 0 and "at_0_5" in metrics
@@ -47,7 +55,8 @@ def test_train_evaluate_predict_report(tmp_path, tiny_data, cache_dir):
     assert one.startswith("always ") and two.startswith(one + " + ")
     assert shown == {k: v for k, v in metrics.items() if k not in ("per_genre", "baselines")}  # stdout = the file, less two tables
 
-    pred = json.loads(cli("predict", run, "--overview", "A funny silly joke").stdout)
+    pred = json.loads(cli("predict", run, "--overview", "A funny silly joke", "--output", tmp_path / "one.json").stdout)
+    assert json.loads((tmp_path / "one.json").read_text()) == pred  # --output: the verb's output, here one film's answer
     assert list(pred["probabilities"]) == json.loads((run / "genres.json").read_text())["genres"] and pred["inputs_used"] == ["overview"]
     # the decided genres are the run's: probability at or above its threshold among learned genres, else the top one
     meta = json.loads((run / "genres.json").read_text())
@@ -78,6 +87,12 @@ def test_train_evaluate_predict_report(tmp_path, tiny_data, cache_dir):
         (["train", "--epochs", "many"], "invalid int value: 'many'"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         (["predict"], "the following arguments are required: run_dir"),
+        (["train", "limit=1", "--model", "bilstm"], "limit=1: must be 0 or >= 10"),
+        (["train", "--model", "cnn", "dropout=1"], "dropout=1.0: must be >= 0 and < 1 (a Keras Dropout rate)"),
+        (["train", "loss=mse"], "loss='mse': must be one of bce | focal | asl"),
+        (["evaluate", "/some/run", "epochs=1"], "config items (epochs=1) are for train"),
+        (["-q", "train", "-v"], "-q and -v do not go together"),
+        (["train", "--frobnicate"], "unrecognized arguments: --frobnicate"),
     ],
 )
 def test_bad_arguments_give_one_clear_line(capsys, args, message):
@@ -94,6 +109,45 @@ def test_a_comma_list_of_models_is_one_job(capsys, monkeypatch, tmp_path):
     code, err = in_process(capsys, "train", "--model", "text, image,ensemble", "--out", tmp_path, "text_encoder=mpnet")
     assert code == 0, err
     assert seen["models"] == ["text", "image", "ensemble"] and seen["text_encoder"] == "mpnet" and seen["out"] == str(tmp_path)
+
+
+def test_output_out_alias_flags_after_the_verb_and_items_anywhere(capsys, monkeypatch, tmp_path):
+    import movie_genres as mg
+
+    seen = []
+    monkeypatch.setattr(mg, "train_all", lambda data, out, epochs, **kw: seen.append({**kw, "out": out, "epochs": epochs}) or tmp_path)
+    for args in (["augment=false", "train", "--model", "text,image", "-v", "--output", tmp_path, "seed=3", "--epochs", "2"],
+                 ["train", "seed=3", "--model", "text,image", "--out", tmp_path, "--epochs", "2", "augment=false", "-v"]):
+        code, err = in_process(capsys, *args)
+        assert code == 0, err
+    assert seen[0] == seen[1]
+    assert (seen[0]["out"], seen[0]["epochs"], seen[0]["seed"], seen[0]["augment"]) == (str(tmp_path), 2, "3", "false")
+    # both: --epochs wins, and epochs reaches train_all once (twice would be a TypeError)
+    code, err = in_process(capsys, "train", "epochs=3", "--model", "text,image", "--epochs", "2")
+    assert code == 0 and seen[-1]["epochs"] == 2, err
+    code, err = in_process(capsys, "train", "epochs=3", "--model", "text,image")
+    assert code == 0 and seen[-1]["epochs"] == "3", err
+
+
+def test_version_and_config_listing():
+    from movie_genres import __version__
+    from movie_genres.config import Config, describe
+
+    assert cli("--version").stdout.strip() == f"movie-genres {__version__}"
+    table = cli("config").stdout.splitlines()
+    assert table[0].split() == ["key", "default", "valid", "why"]
+    rows = {line.split()[0]: line for line in table[1:]}
+    assert list(rows) == [f.name for f in dataclasses.fields(Config)]  # every key, in declaration order
+    assert rows["limit"].split()[:5] == ["limit", "0", "0", "or", ">="] and "smoke runs" in rows["limit"]
+    assert "(cnn: true)" in rows["pos_weight"]  # a model's own default is shown
+    assert json.loads(cli("config", "--json").stdout) == describe()
+
+
+def test_a_bad_config_value_fails_before_any_work(tmp_path, tiny_data):
+    proc = cli("train", "--model", "bilstm", "--data", tiny_data, "--output", tmp_path / "run", "limit=1", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "limit=1: must be 0 or >= 10 (fewer films leave no validation split" in proc.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_read_only_output_folder_is_one_clear_error(tmp_path, tiny_data):

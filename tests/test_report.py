@@ -214,13 +214,22 @@ def test_report_compares_runs_and_marks_best(world, tmp_path):
         assert f'<td class="best">{max(a, b):.3f}</td>' in row and row.count('class="best"') == (2 if a == b else 1)
     assert "Documentary" in html.split('id="data"')[1].split("</p>")[0]
     assert "poster missing: 2" in html
-    # optional sections of the late run, embedded plots, samples with both runs
-    assert 'id="by_modality"' in html and "overview only" in html and 'id="ablation"' not in html
+    # a summary first: the comparison as a chart, then the table
+    assert html.index('alt="comparison chart') < html.index('id="comparison"') < html.index('id="per-genre"')
+    # a collapsed section per run; the late run's holds its by-input table
+    sections = dict(re.findall(r'<details class="run" id="run-\d+" data-run="([^"]+)">(.*?)</details>', html, flags=re.S))
+    assert list(sections) == ["cnn", "late"] and "<details open" not in html
+    assert 'class="by-modality"' in sections["late"] and "overview only" in sections["late"] and "by-modality" not in sections["cnn"]
+    assert 'id="ablation"' not in html
     # the text says what the numbers are: cross-fitted averages, in-sample per-genre F1
     comparison = html.split('id="comparison"')[1].split('id="per-genre"')[0]
     assert "cross-fitted" in comparison and "optimistic" not in comparison and "do not say" not in comparison
     assert "in-sample" in per_genre
-    assert html.count("data:image/png;base64,") == 8
+    # the co-occurrence plot (the same validation films for both runs) once, outside the runs; 3 plots in each run
+    shared = html.split('id="shared-plots"')[1].split('id="runs"')[0]
+    assert shared.count("data:image/png;base64,") == 1 and 'alt="cooccurrence.png"' in shared
+    assert all(body.count("data:image/png;base64,") == 3 and "cooccurrence" not in body for body in sections.values())
+    assert html.count("data:image/png;base64,") == 1 + 1 + 2 * 3  # chart, shared plot, the runs' own
     assert (run_a / "plots" / "per_genre_f1.png").is_file()
     cards = _cards(html)
     assert cards and all('data-run="cnn"' in c and 'data-run="late"' in c for c in cards.values())
@@ -233,7 +242,8 @@ def test_report_without_data_dir_or_plots(tmp_path):
     run = make_run(tmp_path, "r", "text", df, seed=6, micro_f1=0.5, history_rows=None, cross_fitted=False)
     html = write_report([run], tmp_path / "out" / "r.html").read_text()
     assert "The metrics of text do not say that their thresholds were cross-fitted" in html
-    assert 'id="samples"' not in html and html.count("data:image/png;base64,") == 3
+    assert 'id="samples"' not in html and html.count("data:image/png;base64,") == 1 + 3  # the chart, and its 3 plots
+    assert 'id="shared-plots"' not in html  # one run: nothing to share
     assert "no learning curves" in html
 
 

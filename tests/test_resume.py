@@ -49,8 +49,9 @@ def test_kill_and_resume_matches_a_straight_run(tmp_path, cache_dir):
     resume = subprocess.run([sys.executable, "-m", "movie_genres", "-q", "train", "--resume", str(killed)], env=env, capture_output=True, text=True,
                             timeout=600)
     assert resume.returncode == 0, resume.stderr
+    assert not (killed / "checkpoint").exists() and not (straight / "checkpoint").exists()  # finished: nothing to resume
 
-    skip = {"checkpoint", "plots", "samples.html"}
+    skip = {"plots", "samples.html"}
     assert {p.name for p in killed.iterdir()} - skip == {p.name for p in straight.iterdir()} - skip
     h1, h2 = pd.read_csv(straight / "history.csv"), pd.read_csv(killed / "history.csv")
     assert len(h1) == len(h2) == 3
@@ -63,17 +64,28 @@ def test_kill_and_resume_matches_a_straight_run(tmp_path, cache_dir):
     assert t1 == t2
 
 
-def test_bilstm_checkpoint_resumes_in_a_fresh_process(tmp_path, cache_dir, tiny_config):
+def test_bilstm_checkpoint_resumes_in_a_fresh_process(tmp_path, cache_dir, tiny_config, monkeypatch):
     # The BiLSTM's checkpoint names the package's own LSTM layer: a new process must know it before loading.
+    import movie_genres.training.train as train_module
     from movie_genres import train
 
     data = write_dataset(tmp_path / "data", synthetic_rows(60, seed=6))
-    run = train("bilstm", data, tmp_path / "run", reuse=False, cache_dir=cache_dir, **tiny_config)
-    before = pd.read_csv(run / "val_predictions.csv")
+    straight = train("bilstm", data, tmp_path / "straight", reuse=False, cache_dir=cache_dir, **tiny_config)
+    assert not (straight / "checkpoint").exists()  # finished
+    before = pd.read_csv(straight / "val_predictions.csv")
+
+    def killed(*args, **kwargs):  # as if killed after its last epoch, before the run was written up
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "finish_run", killed)
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit, match="train --resume"):
+        train("bilstm", data, run, reuse=False, cache_dir=cache_dir, **tiny_config)
+    monkeypatch.undo()
     state = json.loads((run / "checkpoint" / "state.json").read_text())
-    assert state["epochs_done"] == tiny_config["epochs"]
-    (run / "metrics.json").unlink()  # as if killed after its last epoch, before the run was written up
+    assert state["epochs_done"] == tiny_config["epochs"] and not (run / "metrics.json").exists()
     resume = subprocess.run([sys.executable, "-m", "movie_genres", "-q", "train", "--resume", str(run)], capture_output=True, text=True, timeout=600)
     assert resume.returncode == 0, resume.stderr
+    assert (run / "metrics.json").exists() and not (run / "checkpoint").exists()
     after = pd.read_csv(run / "val_predictions.csv")
     np.testing.assert_allclose(before.drop(columns="Id").to_numpy(), after.drop(columns="Id").to_numpy(), atol=1e-6)

@@ -110,7 +110,7 @@ def test_openapi_documents_both_predict_endpoints(client: TestClient) -> None:
 
 
 def test_pages_are_local_only(client: TestClient) -> None:
-    for path in ("/", "/docs"):
+    for path in ("/", "/docs", "/redoc"):
         r = client.get(path)
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
         assert "default-src 'self'" in r.headers["content-security-policy"]
@@ -123,7 +123,29 @@ def test_pages_are_local_only(client: TestClient) -> None:
         text = f.read_text(encoding="utf-8")
         assert "http://" not in text.replace('"http://www.w3.org/2000/svg"', "") and "https://" not in text, f
         assert client.get(f"/static/{f.name}").status_code == 200
-    assert client.get("/redoc").status_code == 404  # the CDN-backed default pages are off
+
+
+def test_docs_and_redoc_are_served_from_local_assets(client: TestClient) -> None:
+    import re
+
+    for path, bundle in (("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")):
+        r = client.get(path)
+        assert r.status_code == 200, path
+        html = r.text
+        assert not re.search(r"(?:https?:)?//[A-Za-z0-9.-]+", html.replace("http://www.w3.org", "")), f"{path} names another host"
+        refs = re.findall(r'(?:src|href|url:|spec-url=)\s*=?\s*["\']([^"\']+)["\']', html)
+        assert f"/docs-assets/{bundle}" in refs and "/openapi.json" in refs
+        for ref in refs:  # every asset and the spec it points at is served here
+            served = client.get(ref)
+            assert served.status_code == 200 and len(served.content) > 100, ref
+        # the page's own CSP: only this origin, plus the hashes of its inline blocks
+        csp = r.headers["content-security-policy"]
+        assert "default-src 'self'" in csp and "http" not in csp and "script-src 'self'" in csp
+        assert r.headers.get_list("content-security-policy") == [csp]  # the service's default did not add a second
+    assert "SwaggerUIBundle(" in client.get("/docs").text and '"tryItOutEnabled": true' in client.get("/docs").text
+    assert "'unsafe-inline'" not in client.get("/docs").headers["content-security-policy"]
+    page = client.get("/").text
+    assert 'href="/docs"' in page and 'href="/redoc"' in page  # the page's own API help links to them
 
 
 # ---------------------------------------------------------------------------------------------------- /predict

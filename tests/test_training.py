@@ -20,6 +20,7 @@ RUN_FILES = {"config.json", "featurizer.json", "genres.json", "thresholds.json",
 def test_run_folder_is_complete(trained_runs, model):
     run = trained_runs[model]
     assert RUN_FILES <= {p.name for p in run.iterdir()}
+    assert not (run / "checkpoint").exists()  # a finished run keeps no resume checkpoint
     assert {p.name for p in (run / "plots").iterdir()} >= {"learning_curves.png", "confusion_matrices.png", "cooccurrence.png", "per_genre_f1.png"}
     m = json.loads((run / "metrics.json").read_text())
     for key in ("micro_f1", "macro_f1", "weighted_f1", "samples_f1", "micro_precision", "micro_recall", "map_macro"):
@@ -104,13 +105,13 @@ def test_predictor_refuses_unfinished_runs(tmp_path):
 
 
 def test_sklearn_style_estimator(tiny_data, tiny_config, cache_dir, tmp_path):
-    clf = GenreClassifier("bilstm", cache_dir=cache_dir, **{**tiny_config, "epochs": 1}).fit(tiny_data, out=tmp_path / "est")
-    probs = clf.predict_proba([None], ["funny laugh joke"])
-    assert probs.shape == (1, 25) and not np.isnan(probs).any()
+    clf = GenreClassifier("bilstm", cache_dir=cache_dir, **{**tiny_config, "epochs": 1}).fit(tiny_data, out=tmp_path / "est")  # a dataset folder
+    probs = clf.predict_proba([{"poster": None, "overview": "funny laugh joke"}])
+    assert probs.shape == (1, len(clf.classes_)) and not np.isnan(probs).any()
     with pytest.raises(ValueError, match="needs a usable overview; film 2 has none"):  # one policy: no silent NaN row
-        clf.predict_proba([None, None], ["funny laugh joke", ""])
-    assert clf.predict([None], ["love kiss"]).shape == (1, 25)
-    assert GenreClassifier.from_run(clf.run_dir_).predict_proba([None], ["funny"]).shape == (1, 25)
+        clf.predict_proba([{"poster": None, "overview": "funny laugh joke"}, {"poster": None, "overview": ""}])
+    assert clf.predict([{"poster": None, "overview": "love kiss"}]).shape == (1, len(clf.classes_))
+    assert GenreClassifier.from_run(clf.run_dir_).predict_proba([{"overview": "funny"}]).shape == (1, len(clf.classes_))
 
 
 def test_api_verbs_stay_functions_after_every_submodule_is_imported():
@@ -179,7 +180,7 @@ def test_a_failed_train_with_a_checkpoint_is_kept_to_resume(tmp_path, tiny_confi
     assert (tmp_path / "run" / "checkpoint" / "state.json").exists()
     monkeypatch.undo()
     run = train(resume=tmp_path / "run")
-    assert run == tmp_path / "run" and (run / "metrics.json").exists()
+    assert run == tmp_path / "run" and (run / "metrics.json").exists() and not (run / "checkpoint").exists()
 
 
 def test_poster_augmentation_works_on_pixels_0_to_255():

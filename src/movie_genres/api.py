@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from movie_genres import runs
+from movie_genres.estimator import GenreClassifier  # noqa: F401 - re-exported: the scikit-learn estimator lives in estimator.py
 from movie_genres.io import new_run_dir, write_json
 from movie_genres.models.registry import MODELS
 from movie_genres.training.train import train
@@ -389,42 +390,3 @@ def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, **limits) -> None:
 
     _serve(run_dir, host=host, port=port, **limits)
 
-
-class GenreClassifier:
-    """scikit-learn style wrapper: ``fit`` trains a run folder, ``predict_proba`` / ``predict`` score raw films.
-
-    Example:
-        >>> clf = GenreClassifier("text", epochs=5).fit("../shared/data/multimodal-imdb", out="runs/text")  # doctest: +SKIP
-        >>> clf.predict_proba([None], ["A haunted house."]).shape  # doctest: +SKIP
-        (1, 25)
-    """
-
-    def __init__(self, model: str = "cnn", **config):
-        self.model = model
-        self.config = config
-
-    def fit(self, data=None, out=None) -> "GenreClassifier":
-        from movie_genres.predictor import Predictor
-
-        self.run_dir_ = train(self.model, data, out, **self.config)
-        self.predictor_ = Predictor.load(self.run_dir_)
-        self.genres_ = self.predictor_.genres
-        self.thresholds_ = self.predictor_.thresholds_
-        return self
-
-    @classmethod
-    def from_run(cls, run_dir) -> "GenreClassifier":
-        from movie_genres.predictor import Predictor
-
-        self = cls.__new__(cls)
-        self.predictor_ = Predictor.load(run_dir)
-        self.run_dir_ = self.predictor_.run_dir
-        self.model, self.config = self.predictor_.model_name, {}
-        self.genres_, self.thresholds_ = self.predictor_.genres, self.predictor_.thresholds_
-        return self
-
-    def predict_proba(self, posters, overviews):
-        return self.predictor_.predict_proba(posters, overviews)
-
-    def predict(self, posters, overviews):
-        return self.predictor_.predict(posters, overviews)

@@ -5,32 +5,60 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
+
+VERBS = ("train", "evaluate", "predict", "encode", "report", "serve", "config")
+# A config item: ``key=value`` with an identifier key, anywhere on the line (an option's own value is never one).
+KEY_VALUE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def _verbosity() -> argparse.ArgumentParser:
+    """-q / -v, accepted before and after the verb (SUPPRESS: a verb's parser leaves what came before it alone)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="only warnings and errors")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug messages too")
+    return common
 
 
 def _parser() -> argparse.ArgumentParser:
+    from movie_genres._version import __version__
     from movie_genres.models.registry import MODELS
 
-    p = argparse.ArgumentParser(prog="movie-genres", description="Tell a film's genres from its poster and its overview.")
+    p = argparse.ArgumentParser(prog="movie-genres", description="Tell a film's genres from its poster and its overview.",
+                                epilog="Config items (key=value, `movie-genres config` lists them) go anywhere on a train line.")
+    p.add_argument("--version", action="version", version=f"movie-genres {__version__}")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug messages too")
     sub = p.add_subparsers(dest="verb", required=True)
+    common = [_verbosity()]
 
-    t = sub.add_parser("train", help="train a model (or --model all) into a new run folder")
+    p.verbs = {}  # name -> its parser, for errors that name the verb
+
+    def verb(name: str, **kw) -> argparse.ArgumentParser:
+        p.verbs[name] = sub.add_parser(name, parents=common, **kw)
+        return p.verbs[name]
+
+    t = verb("train", help="train a model (or --model all) into a new run folder",
+             usage="%(prog)s [-h] [--model MODEL] [--data DATA] [--output RUN_DIR] [--epochs N] [--resume RUN_DIR] [--retrain] "
+                   "[--jobs N] [-q | -v] [key=value ...]",
+             epilog="key=value items set config keys, anywhere on the line (e.g. augment=false lstm_units=256,128); "
+                    "`movie-genres config` lists every key with its default and why")
     t.add_argument("--model", default="cnn", help=" | ".join(MODELS + ("all",)) + ", or several as a comma list (trained as one job, like all)")
     t.add_argument("--data", help="dataset folder (default: ../shared/data/multimodal-imdb)")
     t.add_argument("--manifest", help="CSV or Parquet manifest to train on instead: Id, poster, overview and a column of "
                    "label lists")
     t.add_argument("--labels", metavar="COLUMN", help="the manifest's column of label lists (default: genres; "
                    "the config key label_column)")
-    t.add_argument("--out", help="run folder (default runs/<model>; never overwritten)")
+    t.add_argument("--output", "--out", dest="output", metavar="RUN_DIR",
+                   help="run folder (default runs/<model>, runs/main for several; never overwritten); --out is the same")
     t.add_argument("--epochs", type=int, help="maximum epochs (early stopping may stop sooner)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     t.add_argument("--retrain", action="store_true", help="train even when the run cache holds the identical finished run")
     t.add_argument("--jobs", type=int, help="with --model all (or a list): models trained at once, each in its own process "
                    "(default 2 where there are 2 cores; 1 trains them in turn here, with progress bars)")
-    t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. augment=false lstm_units=256,128")
 
-    e = sub.add_parser("evaluate", help="score a run on every usable film of a dataset")
+    e = verb("evaluate", help="score a run on every usable film of a dataset")
     e.add_argument("run_dir")
     e.add_argument("--data", help="dataset folder to score (default: the run's own validation split, on the data it "
                    "was trained on); films the run trained on are left out and counted")
@@ -40,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --data: score the films the run trained on too (marked in the answer; optimistic)")
     e.add_argument("--output", help="write the metrics JSON here")
 
-    pr = sub.add_parser("predict", help="genres of one film, or of every film of a catalogue (--data / --manifest)")
+    pr = verb("predict", help="genres of one film, or of every film of a catalogue (--data / --manifest)")
     pr.add_argument("run_dir")
     pr.add_argument("--poster", help="poster image file")
     text = pr.add_mutually_exclusive_group()
@@ -56,24 +84,49 @@ def _parser() -> argparse.ArgumentParser:
                     "their threshold in the review column (default 0.05)")
     _catalogue_options(pr, "predict")
 
-    en = sub.add_parser("encode", help="fill the feature cache that train reads with a catalogue's encoder features")
+    en = verb("encode", help="fill the feature cache that train reads with a catalogue's encoder features")
     _catalogue_options(en, "encode")
 
-    r = sub.add_parser("report", help="one HTML report comparing runs")
+    r = verb("report", help="one HTML report comparing runs")
     r.add_argument("runs", nargs="+")
     r.add_argument("--output", default="report.html")
     r.add_argument("--data", help="dataset folder for the sample-predictions section")
     r.add_argument("--explain", metavar="RUN", help="show why this run (or a folder of runs' best) gives each sample film "
                    "its most probable genre: words and poster regions (about a second a film)")
 
-    s = sub.add_parser("serve", help="prediction API and web page")
+    s = verb("serve", help="prediction API and web page")
     s.add_argument("run_dir", help="a run folder, or a folder of runs (its best.json names the run)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     s.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     from movie_genres.service.limits import add_options
 
     add_options(s)
+
+    c = verb("config", help="every config key (train key=value) with its default, valid values and why")
+    c.add_argument("--json", action="store_true", help="as JSON")
     return p
+
+
+def _config_table(as_json: bool) -> str:
+    from movie_genres.config import describe
+
+    keys = describe()
+    if as_json:
+        return json.dumps(keys, indent=2)
+
+    def shown(v) -> str:
+        if isinstance(v, bool):
+            return str(v).lower()
+        if isinstance(v, list):
+            return ",".join(map(str, v))
+        return repr(v) if v == "" else str(v)
+
+    rows = [("key", "default", "valid", "why")]
+    for k in keys:
+        extra = "".join(f" ({m}: {shown(v)})" for m, v in k["model_defaults"].items())
+        rows.append((k["name"], shown(k["default"]) + extra, k["valid"] or "-", k["why"]))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join(f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:<{widths[2]}}  {d}" for a, b, c, d in rows)
 
 
 def _overview(args) -> str | None:
@@ -113,7 +166,8 @@ def _catalogue_options(p: argparse.ArgumentParser, verb: str) -> None:
     c.add_argument("--data", help="dataset-format folder (genre columns optional), or a folder of posters")
     c.add_argument("--manifest", help="CSV or Parquet file with columns Id, poster (path or URI), overview")
     if verb == "predict":
-        c.add_argument("--output", help="OUT.parquet or OUT.csv: one row per film (run again to continue)")
+        c.add_argument("--output", help="OUT.parquet or OUT.csv: one row per film (run again to continue); for one film: "
+                       "the answer's JSON also goes to this file")
     else:
         c.add_argument("--encoders", help="comma-separated encoders (default: the default config's)")
     c.add_argument("--engine", default="local", choices=["local", "ray"], help="local (default) or ray")
@@ -137,9 +191,34 @@ def _catalogue_verb(args) -> dict:
                             top_k=args.top_k, review_band=args.review_band, **kw)
 
 
+def _split_argv(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """Parse ``argv``; the ``key=value`` items (anywhere, before the verb too) come back apart, in order."""
+    first_verb = next((i for i, a in enumerate(argv) if a in VERBS), len(argv))
+    early = [a for a in argv[:first_verb] if KEY_VALUE.match(a)]  # key=value before the verb: moved after it
+    argv = [a for a in argv[:first_verb] if not KEY_VALUE.match(a)] + argv[first_verb:first_verb + 1] + early + argv[first_verb + 1:]
+    args, extra = parser.parse_known_args(argv)
+    verb = parser.verbs[args.verb]
+    items = [a for a in extra if KEY_VALUE.match(a)]
+    rest = [a for a in extra if not KEY_VALUE.match(a)]
+    if rest and args.verb == "train" and not rest[0].startswith("-"):
+        items.append(rest[0])  # parse_overrides says it is not key=value
+    elif rest:
+        verb.error(f"unrecognized arguments: {' '.join(rest)}")
+    if items and args.verb != "train":
+        verb.error(f"config items ({' '.join(items)}) are for train; {args.verb} takes none")
+    if args.quiet and args.verbose:
+        verb.error("-q and -v do not go together")
+    return args, items
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
+    parser = _parser()
+    args, items = _split_argv(parser, list(sys.argv[1:] if argv is None else argv))
+    level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(message)s")
+    if args.verb == "config":
+        print(_config_table(args.json))
+        return 0
     import movie_genres as mg
     from movie_genres.catalogue.errors import EngineError
     from movie_genres.config import ConfigError, parse_overrides
@@ -152,18 +231,19 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.verb == "train":
-            overrides = parse_overrides(args.overrides)
+            overrides = parse_overrides(items)
             if args.labels:
                 overrides["label_column"] = args.labels
-            epochs = args.epochs if args.epochs is not None else overrides.pop("epochs", None)
+            epochs_item = overrides.pop("epochs", None)  # epochs=N is the same as --epochs N (which wins)
+            epochs = args.epochs if args.epochs is not None else epochs_item
             if args.resume:
                 run = mg.train(resume=args.resume, data=_source(args), epochs=epochs)
             elif args.model == "all" or "," in args.model:
                 models = MODELS if args.model == "all" else [m.strip() for m in args.model.split(",") if m.strip()]
-                run = mg.train_all(_source(args), args.out or "runs/main", epochs, models=models, reuse=not args.retrain,
+                run = mg.train_all(_source(args), args.output or "runs/main", epochs, models=models, reuse=not args.retrain,
                                    jobs=args.jobs, **overrides)
             else:
-                run = mg.train(args.model, _source(args), args.out, epochs, reuse=not args.retrain, **overrides)
+                run = mg.train(args.model, _source(args), args.output, epochs, reuse=not args.retrain, **overrides)
             print(run)
         elif args.verb == "evaluate":
             m = mg.evaluate(args.run_dir, _source(args), args.output, include_training_films=args.include_training_films,
@@ -172,23 +252,31 @@ def main(argv: list[str] | None = None) -> int:
         elif args.verb == "encode" or (args.verb == "predict" and (args.data or args.manifest)):
             print(json.dumps(_catalogue_verb(args), indent=2))
         elif args.verb == "predict":
-            if args.output or args.engine != "local":
-                raise ValueError("--output and --engine are for a catalogue: give --data DIR or --manifest FILE")
+            if args.engine != "local":
+                raise ValueError("--engine is for a catalogue: give --data DIR or --manifest FILE")
             if args.genre and not args.explain:
                 raise ValueError("--genre needs --explain")
+            if args.output:
+                from movie_genres.io import check_writable
+
+                check_writable(args.output)
             if args.explain:
-                print(json.dumps(mg.explain(args.run_dir, args.poster, _overview(args), args.genre), indent=2))
+                result = mg.explain(args.run_dir, args.poster, _overview(args), args.genre)
             else:
                 result = mg.predict(args.run_dir, args.poster, _overview(args), threshold=args.threshold, top_k=args.top_k)
                 for warning in result.get("warnings", ()):
                     print(f"movie-genres predict: warning: {warning}", file=sys.stderr)
-                print(json.dumps(result, indent=2))
+            if args.output:
+                from movie_genres.io import write_json
+
+                write_json(args.output, result)
+            print(json.dumps(result, indent=2))
         elif args.verb == "report":
             print(mg.report(args.runs, args.output, args.data, explain=args.explain))
         elif args.verb == "serve":
             from movie_genres.service.limits import options
 
-            log_level = "warning" if args.quiet else "info"
+            log_level = "warning" if args.quiet else "debug" if args.verbose else "info"
             mg.serve(args.run_dir, args.host, args.port, log_level=log_level, **options(args))
     except (ConfigError, DataError, PosterError, OutputError, RunError, TrainingFailed, EngineError, ValueError, FileNotFoundError) as exc:
         print(f"movie-genres {args.verb}: error: {exc}", file=sys.stderr)

@@ -22,7 +22,7 @@ import numpy as np
 
 from movie_genres.data.dataset import IMAGES_DIR, Dataset, load_dataset
 from movie_genres.io import OutputError, write_text
-from movie_genres.reporting.plots import PLOT_NAMES, RunData, load_run, per_genre_f1, write_run_plots
+from movie_genres.reporting.plots import CHART_METRICS, PLOT_NAMES, RunData, comparison_chart, load_run, per_genre_f1, write_run_plots
 
 THUMB_SIZE = (120, 180)  # width, height bound; posters keep their aspect ratio
 PLOT_CAPTIONS = {
@@ -363,6 +363,36 @@ def _skipped_table(runs: list[RunData], labels: list[str]) -> dict[str, Any]:
     return _table(["run", "validation films", "skipped rows", "why skipped"], rows, mark=False, digits=[0, 0, 0])
 
 
+def _chart(runs: list[RunData], labels: list[str]) -> str:
+    """The comparison as a chart (base64 PNG): each run's micro F1, macro F1 and mAP, and the best constant baseline."""
+    scores = [(lab, {key: _num((r.metrics.get("tuned") or {}).get(key)) for key, _ in CHART_METRICS}) for r, lab in zip(runs, labels)]
+    baselines = [(str(name), _num(m.get("micro_f1"))) for r in runs[:1] for name, m in (r.metrics.get("baselines") or {}).items()
+                 if isinstance(m, dict) and _num(m.get("micro_f1")) is not None]
+    return base64.b64encode(comparison_chart(scores, max(baselines, key=lambda b: b[1]) if baselines else None)).decode("ascii")
+
+
+def _shared_plots(runs: list[RunData], plots: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Take out of every run's plots those that are the same for all runs (byte-identical, or drawn from the same
+    data: the co-occurrence of the same validation labels) and return them once."""
+    if len(runs) < 2:
+        return []
+    shared = []
+    for name in PLOT_NAMES:
+        figs = [next((f for f in p["figures"] if f["name"] == name), None) for p in plots]
+        if any(f is None for f in figs):
+            continue
+        same = all(f["b64"] == figs[0]["b64"] for f in figs)
+        if name == "cooccurrence.png" and not same:  # what it draws: films per genre pair, over the same genres
+            def pairs(r: RunData):
+                return None if r.y_true is None else (tuple(r.genres), len(r.y_true), (r.y_true.T @ r.y_true).tobytes())
+            same = pairs(runs[0]) is not None and all(pairs(r) == pairs(runs[0]) for r in runs)
+        if same:
+            shared.append(figs[0])
+            for p in plots:
+                p["figures"] = [f for f in p["figures"] if f["name"] != name]
+    return shared
+
+
 def _plots(r: RunData, label: str) -> dict[str, Any]:
     """The run's plots as base64 PNGs, drawn first where the run folder lacks them."""
     plots = r.run_dir / "plots"
@@ -398,9 +428,15 @@ def write_report(run_dirs: list[Path], out_html: str | Path, data_dir: str | Pat
     with_preds = [r for r in runs if r.probs is not None]
     samples = (_samples_context(data_dir, with_preds, None, n_samples, seed, explanations)
                if data_dir is not None and with_preds else None)
-    toc = [("comparison", "Comparison"), ("per-genre", "Per-genre F1"), ("data", "Excluded genres & skipped rows")]
-    toc += [("by_modality", "By input")] if by_modality else []
-    toc += [("plots", "Plots")] + ([("samples", "Sample predictions")] if samples else [])
+    plots = [_plots(r, lab) for r, lab in zip(runs, labels)]
+    shared = _shared_plots(runs, plots)
+    modality = dict(by_modality)
+    sections = [{"label": lab, "anchor": f"run-{i + 1}", "path": str(r.run_dir), "plots": p, "by_modality": modality.get(lab),
+                 "micro_f1": _num((r.metrics.get("tuned") or {}).get("micro_f1"))}
+                for i, (r, lab, p) in enumerate(zip(runs, labels, plots))]
+    toc = [("summary", "Summary"), ("per-genre", "Per-genre F1"), ("data", "Excluded genres & skipped rows")]
+    toc += [("shared-plots", "Plots shared by every run")] if shared else []
+    toc += [("runs", "Each run")] + ([("samples", "Sample predictions")] if samples else [])
     return write_text(out_html, _render(
         "report.html.j2",
         title=title,
@@ -414,7 +450,8 @@ def write_report(run_dirs: list[Path], out_html: str | Path, data_dir: str | Pat
         excluded=excluded[0],
         excluded_per_run=[] if all(e == excluded[0] for e in excluded) else list(zip(labels, excluded)),
         skipped=_skipped_table(runs, labels),
-        by_modality=by_modality,
-        plots=[_plots(r, lab) for r, lab in zip(runs, labels)],
+        chart=_chart(runs, labels),
+        shared_plots=shared,
+        sections=sections,
         samples_section=samples,
     ))

@@ -197,6 +197,44 @@ def plot_cooccurrence(run: RunData, path: Path) -> Path:
     return _save(fig, path)
 
 
+CHART_METRICS = (("micro_f1", "micro F1"), ("macro_f1", "macro F1"), ("map_macro", "mAP (macro)"))
+
+
+def comparison_chart(scores: list[tuple[str, dict[str, float | None]]], baseline: tuple[str, float] | None = None) -> bytes:
+    """The runs side by side as grouped horizontal bars (PNG bytes): ``scores`` is ``[(run label, {metric: value})]``
+    with the :data:`CHART_METRICS` keys (cross-fitted, tuned thresholds); ``baseline`` a ``(name, micro F1)`` drawn as a
+    dashed line. Missing values are left out."""
+    import io
+
+    n, k = len(scores), len(CHART_METRICS)
+    fig, ax = plt.subplots(figsize=(8.5, max(2.2, 0.24 * n * k + 1.4)))
+    height = 0.8 / k
+    colours = sns.color_palette("deep", k)
+    best = max((m.get("micro_f1") or 0.0 for _, m in scores), default=0.0)
+    for j, (key, name) in enumerate(CHART_METRICS):
+        ys = [i + (j - (k - 1) / 2) * height for i in range(n)]
+        vals = [m.get(key) for _, m in scores]
+        bars = ax.barh([y for y, v in zip(ys, vals) if v is not None], [v for v in vals if v is not None], height=height * 0.92,
+                       color=colours[j], label=name)
+        ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)
+    if baseline is not None:
+        ax.axvline(baseline[1], color="#667085", linestyle="--", linewidth=1)
+        ax.text(baseline[1], -0.62, f" {baseline[0]}: micro F1 {baseline[1]:.3f}", fontsize=7, color="#667085", va="center")
+    ax.set_yticks(range(n), [label for label, _ in scores])
+    ax.set_ylim(n - 0.5, -0.8)  # first run on top, as in the table; room above it for the baseline's name
+    ax.set_xlim(0, min(1.0, max(best, baseline[1] if baseline else 0.0) * 1.25 + 0.05))
+    ax.set_xlabel("validation score (per-genre thresholds, cross-fitted)")
+    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=DPI)
+    finally:
+        plt.close(fig)
+    return buf.getvalue()
+
+
 def per_genre_f1(run: RunData) -> pd.DataFrame:
     """Per trained genre: F1 at tuned thresholds and at 0.5, plus support, computed from val_predictions.csv."""
     idx = run.trained_idx

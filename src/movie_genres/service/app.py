@@ -9,7 +9,7 @@ Endpoints (see also ``GET /docs`` and ``GET /openapi.json``):
 * ``POST /explain`` - the same form plus an optional ``genre`` (names, comma separated): for each decided (or asked)
   genre, the overview's words and a grid over the poster weighted by occlusion, and the genre from each input alone.
 * ``GET /health`` (503 ``"loading"`` until the model has answered a warm-up film), ``GET /genres``, ``GET /`` (the
-  page), ``GET /docs`` (offline API page).
+  page), ``GET /docs`` (Swagger UI) and ``GET /redoc``, from local assets (:mod:`.docs`).
 
 Hard to break: bodies are streamed with a size cap per part and per request and a deadline (:mod:`.multipart`);
 images are checked for format and pixel count before decoding (:mod:`.routes`), and the pixels decoded at once are
@@ -36,6 +36,7 @@ from PIL import Image
 
 from movie_genres.io import available_cores
 from movie_genres.service import routes
+from movie_genres.service.docs import add_docs
 from movie_genres.service.limits import DEFAULT_CONCURRENCY, make_limits
 from movie_genres.service.multipart import ApiError
 from movie_genres.service.resources import Budget, ModelLock
@@ -61,7 +62,8 @@ WARM_UP_OVERVIEW = "A warm-up film: a quiet town, a stranger, and a secret that 
 
 
 class _SecurityHeaders:
-    """Pure ASGI middleware: nosniff everywhere, and a CSP that forbids anything not served by us."""
+    """Pure ASGI middleware: nosniff everywhere, and a CSP that forbids anything not served by us (a page that sets
+    its own, as /docs and /redoc do for their inline scripts, keeps it)."""
 
     CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
            "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
@@ -77,7 +79,8 @@ class _SecurityHeaders:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 headers.append((b"x-content-type-options", b"nosniff"))
-                headers.append((b"content-security-policy", self.CSP.encode()))
+                if not any(k.lower() == b"content-security-policy" for k, _ in headers):
+                    headers.append((b"content-security-policy", self.CSP.encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -156,7 +159,7 @@ def create_app(predictor: Any, **limits: int) -> FastAPI:
                      "Errors are JSON `{\"detail\": \"...\"}`: 400 malformed multipart, 408 body not sent in time, 413 "
                      "too large (upload, request, pixels), 415 not multipart, 422 bad input, 500 model failure. `/health` is 503 "
                      "until the model has warmed up."),
-        docs_url=None, redoc_url=None,  # the default pages load Swagger/ReDoc from a CDN; /docs is served locally
+        docs_url=None, redoc_url=None,  # the default pages load Swagger/ReDoc from a CDN; add_docs serves them locally
         lifespan=_lifespan,
     )
     state = app.state
@@ -185,7 +188,7 @@ def create_app(predictor: Any, **limits: int) -> FastAPI:
     app.add_api_route("/genres", routes.list_genres, methods=["GET"], response_model=Genres,
                       summary="All genre names, in schema order")
     app.add_api_route("/", routes.index, methods=["GET"], include_in_schema=False)
-    app.add_api_route("/docs", routes.docs_page, methods=["GET"], include_in_schema=False)
+    add_docs(app)
     app.mount("/static", StaticFiles(directory=routes.STATIC_DIR), name="static")
     return app
 

@@ -336,7 +336,3 @@ def list_genres(request: Request) -> dict[str, Any]:
 
 def index() -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
-
-
-def docs_page() -> FileResponse:
-    return FileResponse(STATIC_DIR / "docs.html", headers={"Cache-Control": "no-cache"})

@@ -4,6 +4,8 @@ from __future__ import annotations
 import csv
 import io
 import math
+import sys
+import time
 from pathlib import Path
 
 import keras
@@ -49,6 +51,27 @@ class RunCheckpoint(keras.callbacks.Callback):
             ckpt / CKPT_STATE,
             {"epochs_done": epoch + 1, "best": self.best, "history": self.history, "early_stopping": early.state() if early else None},
         )
+
+
+class EpochLine(keras.callbacks.Callback):
+    """One line per epoch on standard output (``Epoch 3/12 - 4s - loss: 0.2817 - val_loss: 0.3012 ...``): what a log
+    file or a pipe gets instead of Keras' progress bar, whose redraws fill a log with carriage returns."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        values = " - ".join(f"{k}: {float(v):.4f}" for k, v in (logs or {}).items())
+        print(f"Epoch {epoch + 1}/{self.params.get('epochs', '?')} - {time.perf_counter() - self.started:.0f}s - {values}", flush=True)
+
+
+def keras_progress(verbose: int, stream=None) -> tuple[int, list]:
+    """Keras' ``verbose`` for ``fit`` and the callbacks to add: ``verbose=1`` is a progress bar on a terminal and
+    :class:`EpochLine` anywhere else (a worker's log, a redirected run); 0 and 2 are Keras' own."""
+    stream = sys.stdout if stream is None else stream
+    if verbose == 1 and not (hasattr(stream, "isatty") and stream.isatty()):
+        return 0, [EpochLine()]
+    return verbose, []
 
 
 class ReseedEachEpoch(keras.callbacks.Callback):

@@ -1,6 +1,9 @@
 """``late`` and ``ensemble``: composed of their members' runs (models/registry.py names them), no fit of their own."""
 from __future__ import annotations
 
+import filecmp
+import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -14,6 +17,10 @@ from movie_genres.io import atomic_write
 from movie_genres.models.inference import predict_proba_arrays
 from movie_genres.models.registry import compose_model, members
 from movie_genres.training.prepare import Prepared
+
+log = logging.getLogger(__name__)
+# The files that make two runs the same model: weights, preprocessing, genres, thresholds.
+SAME_RUN = (runs.MODEL, runs.FEATURIZER, runs.VOCAB, runs.GENRES, runs.THRESHOLDS)
 
 
 def member_models(cfg: Config, data_dir: Path, run_dir: Path, names, reuse: bool, train: Callable) -> tuple[dict, float]:
@@ -31,9 +38,7 @@ def member_models(cfg: Config, data_dir: Path, run_dir: Path, names, reuse: bool
         t0 = time.perf_counter()
         member = train(name, data_dir, run_dir / runs.MEMBERS / name, epochs=cfg.epochs, reuse=reuse, **settings)
         extra += runs.read_metrics(member)["train_seconds"] - (time.perf_counter() - t0)
-        for leftover in (runs.CHECKPOINT, runs.LAST):  # members are never resumed on their own
-            path = member / leftover
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        (member / runs.LAST).unlink(missing_ok=True)  # members are never resumed on their own (train drops checkpoint/)
         # an uncompiled copy: a compiled member would carry its training metrics into the composed model's file
         out[name] = keras.saving.load_model(member / runs.MODEL, compile=False)
     return out, extra
@@ -75,3 +80,50 @@ def compose(cfg: Config, prep: Prepared, run_dir: Path, data_dir: Path, reuse: b
     atomic_write(run_dir / runs.MODEL, lambda tmp: model.save(tmp))
     atomic_write(run_dir / runs.LAST, lambda tmp: model.save(tmp))
     return model, extra
+
+
+def same_run(a: Path, b: Path) -> bool:
+    """Whether two finished run folders hold the same model: byte-identical weights, preprocessing, genres and
+    thresholds (a member restored from the run cache is a copy of the run it was stored from)."""
+    if not all((d / runs.MODEL).is_file() and (d / runs.METRICS).is_file() for d in (a, b)):
+        return False
+    for name in SAME_RUN:
+        fa, fb = a / name, b / name
+        if fa.exists() != fb.exists() or (fa.exists() and not filecmp.cmp(fa, fb, shallow=False)):
+            return False
+    return True
+
+
+def link_members(run_dir: Path) -> list[str]:
+    """Replace each ``members/<name>`` copy that is the same run as ``<run_dir>/../<name>`` (the run beside it in a
+    folder of runs) with a relative symbolic link to it; returns the names linked.
+
+    The composed model's ``model.keras`` holds every member's weights, so the run loads and predicts without its
+    members: a run folder copied alone (where the links point nowhere) still works; ``cp -r`` of the whole folder of
+    runs keeps the links. Where the file system has no symbolic links, the copy stays.
+    """
+    folder = Path(run_dir) / runs.MEMBERS
+    linked = []
+    if not folder.is_dir():
+        return linked
+    for member in sorted(folder.iterdir()):
+        sibling = Path(run_dir).parent / member.name
+        if member.is_symlink() or not member.is_dir() or not same_run(member, sibling):
+            continue
+        link, old = folder / f".{member.name}.link", folder / f".{member.name}.copy"
+        try:
+            link.unlink(missing_ok=True)
+            link.symlink_to(os.path.relpath(sibling, folder), target_is_directory=True)
+            os.replace(member, old)
+            os.replace(link, member)
+        except OSError as exc:  # no symbolic links here: keep the copy
+            log.info("%s kept as a copy (%s)", member, exc)
+            link.unlink(missing_ok=True)
+            if old.exists() and not member.exists():
+                os.replace(old, member)
+            continue
+        shutil.rmtree(old, ignore_errors=True)
+        linked.append(member.name)
+    if linked:
+        log.info("%s: members %s are links to the runs beside it", run_dir, ", ".join(linked))
+    return linked

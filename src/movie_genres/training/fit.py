@@ -106,7 +106,7 @@ def fit_keras(cfg: Config, prep: Prepared, run_dir: Path, model=None, state: dic
     import keras
 
     from movie_genres.training.batches import EpochSetter, TrainBatches, oversample_index
-    from movie_genres.training.callbacks import ReseedEachEpoch, ResumableEarlyStopping, RunCheckpoint
+    from movie_genres.training.callbacks import ReseedEachEpoch, ResumableEarlyStopping, RunCheckpoint, keras_progress
 
     y = prep.ds.labels
     tr, va = prep.train_idx, prep.val_idx
@@ -121,12 +121,13 @@ def fit_keras(cfg: Config, prep: Prepared, run_dir: Path, model=None, state: dic
     )
     val_inputs = feed(model, trim_padding(prep.inputs_of(va)))
     early = ResumableEarlyStopping(monitor="val_loss", patience=cfg.patience, restored=(state or {}).get("early_stopping"))
-    callbacks = [EpochSetter(batches), ReseedEachEpoch(cfg.seed), early]
+    verbose, progress = keras_progress(cfg.verbose)
+    callbacks = [EpochSetter(batches), ReseedEachEpoch(cfg.seed), early, *progress]
     if write_run:
         callbacks.append(RunCheckpoint(run_dir, (state or {}).get("history"), (state or {}).get("best", math.inf), early))
     model.fit(
         batches, validation_data=(val_inputs, y[va]), validation_batch_size=256, epochs=cfg.epochs,
-        initial_epoch=initial_epoch, callbacks=callbacks, verbose=cfg.verbose,
+        initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,
     )
     if write_run and (run_dir / runs.MODEL).exists():
         return keras.saving.load_model(run_dir / runs.MODEL, compile=False)

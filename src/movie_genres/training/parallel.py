@@ -6,8 +6,8 @@ keep both cores busy instead (measured in docs/BENCHMARKS.md).
 
 Each model is still one ``train()`` call, so its run folder, the run cache and the results are the same as a
 separate ``movie-genres train --model NAME threads=N`` would give. A worker's console output goes to
-``<job>/logs/<model>.log``; the job logs one line when a model starts and ends, and every minute what the running
-ones are doing.
+``<job>/logs/<model>.log`` (one line per epoch, no progress bars); the job logs one line when a model starts and
+ends, and every minute what the running ones are doing.
 """
 from __future__ import annotations
 
@@ -70,6 +70,10 @@ def needs(name: str, names: list[str]) -> list[str]:
 
 def _init_worker(threads: int, level: int, parent: int | None = None) -> None:
     os.environ["MOVIE_GENRES_THREADS"] = str(threads)  # encoders (onnxruntime / torch) in this worker
+    # A worker's output is its log file: no progress bars there (training prints one line per epoch instead), also
+    # not the libraries' own (tqdm defaults, Hugging Face loaders).
+    os.environ["TQDM_DISABLE"] = "1"
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     logging.basicConfig(level=level, format="%(levelname)s %(message)s", force=True)
     if parent is not None:
         threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()

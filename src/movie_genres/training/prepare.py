@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from movie_genres import runs
-from movie_genres.config import Config
-from movie_genres.data.dataset import Dataset, load_dataset
+from movie_genres.config import MIN_FILMS, Config
+from movie_genres.data.dataset import DataError, Dataset, load_dataset
 from movie_genres.data.split import load_split, save_split, stratified_split
 from movie_genres.models.registry import make_featurizer
 
@@ -40,8 +41,13 @@ class Prepared:
 
 
 def load_films(cfg: Config, data_dir) -> Dataset:
+    """The source's usable films (the first ``cfg.limit`` of them when set); too few to split and score is a DataError."""
     ds = load_dataset(data_dir, label_column=cfg.label_column)
-    return ds.subset(np.arange(min(cfg.limit, len(ds)))) if cfg.limit else ds
+    ds = ds.subset(np.arange(min(cfg.limit, len(ds)))) if cfg.limit else ds
+    if len(ds) < MIN_FILMS:
+        raise DataError(f"{ds.root}: {len(ds)} usable film(s); training needs at least {MIN_FILMS} (a validation split and its "
+                        f"metrics){'; skipped: ' + str(dict(ds.skipped)) if ds.skipped else ''}")
+    return ds
 
 
 def prepare(cfg: Config, data_dir, run_dir: Path, resume: bool = False, ds: Dataset | None = None) -> Prepared:
@@ -57,7 +63,8 @@ def prepare(cfg: Config, data_dir, run_dir: Path, resume: bool = False, ds: Data
         save_split(split_file, ds.ids, train_idx, val_idx)
     featurizer = make_featurizer(cfg)
     featurizer.fit([ds.poster_paths[i] for i in train_idx], [ds.overviews[i] for i in train_idx])
-    inputs, usable, problems = featurizer.transform(ds.poster_paths, ds.overviews, progress=cfg.verbose > 0)
+    # progress bars on a terminal only: in a log file (a worker's) each redraw would be one more line
+    inputs, usable, problems = featurizer.transform(ds.poster_paths, ds.overviews, progress=cfg.verbose > 0 and sys.stderr.isatty())
     prep = Prepared(cfg, ds, featurizer, train_idx, val_idx, inputs, usable, problems)
     if len(prep.train_idx) == 0 or len(prep.val_idx) == 0:
         raise ValueError(f"not enough usable films to train {cfg.model}: {len(prep.train_idx)} train, {len(prep.val_idx)} validation ({dict(prep.skipped)})")

@@ -17,7 +17,7 @@ from movie_genres.data.dataset import resolve_data_dir
 from movie_genres.io import new_run_dir, write_json
 from movie_genres.models.registry import COMPOSED, PRETRAINED, check_model_name
 from movie_genres.training import run_cache
-from movie_genres.training.compose import compose
+from movie_genres.training.compose import compose, link_members
 from movie_genres.training.fit import fit_keras, set_threads
 from movie_genres.training.prepare import load_films, prepare
 from movie_genres.training.score import finish_run
@@ -41,7 +41,9 @@ def train(model: str = "cnn", data=None, out=None, epochs: int | None = None, re
             ``train_all`` sets it, as it has just trained them.
         **overrides: any :class:`~movie_genres.config.Config` key.
 
-    A new run that fails before it has a checkpoint to resume from leaves no folder behind.
+    A new run that fails before it has a checkpoint to resume from leaves no folder behind; a finished run keeps no
+    resume checkpoint (``checkpoint/`` exists only while a run is unfinished). ``late`` / ``ensemble``: a member
+    identical to the run of the same name beside this one (a folder of runs) is a link to it, not a copy.
 
     Example:
         >>> run = train("cnn", "../shared/data/multimodal-imdb", "runs/cnn", epochs=10)  # doctest: +SKIP
@@ -54,6 +56,7 @@ def train(model: str = "cnn", data=None, out=None, epochs: int | None = None, re
         run_dir = Path(resume)
         if (run_dir / runs.METRICS).exists():
             log.info("%s already finished; nothing to resume", run_dir)
+            drop_checkpoint(run_dir)
             return run_dir
         saved = runs.read_config(run_dir)
         cfg = make_config({k: v for k, v in saved.items() if k not in ("data_dir", "version")}, **({"epochs": epochs} if epochs is not None else {}))
@@ -78,6 +81,7 @@ def train(model: str = "cnn", data=None, out=None, epochs: int | None = None, re
         ds = load_films(cfg, data_dir)
         key = run_cache.run_key(cfg, ds)
         if not resume and reuse and run_cache.reuse(cfg, key, run_dir, run_config, started):
+            link_members(run_dir)
             return run_dir
 
         keras.utils.set_random_seed(cfg.seed)
@@ -90,8 +94,15 @@ def train(model: str = "cnn", data=None, out=None, epochs: int | None = None, re
         else:
             best = fit_keras(cfg, prep, run_dir, state=state)
         finish_run(cfg, prep, run_dir, best, time.perf_counter() - started + member_seconds)
+        drop_checkpoint(run_dir)  # finished: metrics.json is written, nothing is left to resume
         run_cache.store(run_dir, cfg, key)
+        link_members(run_dir)
     return run_dir
+
+
+def drop_checkpoint(run_dir: Path) -> None:
+    """Remove a finished run's resume checkpoint (about a third of a ``train --model all`` folder)."""
+    shutil.rmtree(Path(run_dir) / runs.CHECKPOINT, ignore_errors=True)
 
 
 @contextlib.contextmanager
