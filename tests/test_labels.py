@@ -193,3 +193,46 @@ def test_thresholds_a_team_sets_at_training_and_at_predict_time(tmp_path, tiny_c
     for _, row in frame.iterrows():
         near = {g for g in p.genres if thr[g] <= 1 and abs(row[f"prob_{g}"] - thr[g]) <= 0.5}
         assert set(row["review"]) == near
+
+
+def _synthetic_run(root, n_labels: int, n_films: int = 300, seed: int = 0):
+    """A run folder as training writes it (no model): labels, thresholds, metrics, validation predictions."""
+    from movie_genres.evaluation.calibration import fit_calibration
+    from movie_genres.evaluation.metrics import full_metrics
+
+    rng = np.random.default_rng(seed)
+    genres = [f"Étiquette {i:03d}, n°{i}" for i in range(n_labels)]
+    y = (rng.random((n_films, n_labels)) < np.linspace(0.4, 0.02, n_labels)).astype(np.int8)
+    probs = np.clip(0.2 + 0.4 * y + rng.normal(0, 0.15, y.shape), 0.001, 0.999)
+    trained = y.sum(axis=0) >= 2
+    thr = np.where(trained, 0.4, 1.0)
+    root.mkdir(parents=True)
+    (root / "config.json").write_text(json.dumps({"model": "text", "min_one_genre": True}))
+    (root / "genres.json").write_text(json.dumps({"genres": genres, "trained": trained.tolist(), "excluded": []}))
+    (root / "thresholds.json").write_text(json.dumps({"genres": genres, "thresholds": thr.tolist()}))
+    (root / "calibration.json").write_text(json.dumps(fit_calibration(genres, y, probs, trained)))
+    (root / "metrics.json").write_text(json.dumps({"model": "text", **full_metrics(genres, y, probs, thr, trained, cross_fit=False)}))
+    frame = pd.concat([pd.DataFrame({"Id": [f"f{i}" for i in range(n_films)]}),
+                       pd.DataFrame(y, columns=[f"true_{g}" for g in genres]),
+                       pd.DataFrame(probs, columns=[f"prob_{g}" for g in genres])], axis=1)
+    frame.to_csv(root / "val_predictions.csv", index=False)
+    return root, genres
+
+
+@pytest.mark.parametrize("n_labels", [2, 40, pytest.param(200, marks=pytest.mark.slow)])
+def test_the_report_stays_readable_from_2_to_200_labels(tmp_path, n_labels):
+    from movie_genres.reporting import write_report
+
+    run, genres = _synthetic_run(tmp_path / "run", n_labels)
+    out = write_report([run], tmp_path / "report.html")
+    html = out.read_text()
+    per_label = pd.read_csv(run / "plots" / "per_label.csv")
+    assert len(per_label) == int(json.loads((run / "genres.json").read_text())["trained"].count(True))
+    assert list(per_label["support"]) == sorted(per_label["support"], reverse=True)  # most frequent first
+    shown = min(30, len(per_label))
+    assert html.count("<tr") <= shown + 40  # the per-label table is cut at 30 rows, the rest is in the CSV
+    assert ("less frequent labels are not shown" in html) == (len(per_label) > 30)
+    assert "Étiquette 000, n°0" in html  # non-ASCII and comma names survive, escaped as HTML needs
+    for name in ("confusion_matrices.png", "per_genre_f1.png", "thresholds.png", "reliability.png", "cooccurrence.png"):
+        with Image.open(run / "plots" / name) as im:
+            assert im.height < 3500, (name, im.size)  # no 200-row grids

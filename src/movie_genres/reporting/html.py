@@ -24,12 +24,15 @@ from movie_genres.data.dataset import IMAGES_DIR, Dataset, load_dataset
 from movie_genres.io import OutputError, write_text
 from movie_genres.reporting.plots import CHART_METRICS, PLOT_NAMES, RunData, comparison_chart, load_run, per_genre_f1, write_run_plots
 
+MAX_TABLE_ROWS = 30  # per-label rows shown (the most frequent); every label is in each run's plots/per_label.csv
 THUMB_SIZE = (120, 180)  # width, height bound; posters keep their aspect ratio
 PLOT_CAPTIONS = {
     "learning_curves.png": "learning curves (train vs validation)",
     "confusion_matrices.png": "per-genre confusion matrices at the stored thresholds",
     "cooccurrence.png": "genre co-occurrence (true labels, validation)",
     "per_genre_f1.png": "per-genre F1, stored thresholds vs 0.5",
+    "thresholds.png": "precision-recall and F1 by threshold, the chosen threshold marked",
+    "reliability.png": "reliability diagram: predicted probability against how often the label is true",
 }
 COMPARE_COLUMNS = [  # (header, section in metrics.json or None for top level, key)
     ("micro F1", "tuned", "micro_f1"),
@@ -341,7 +344,8 @@ def _per_genre_table(runs: list[RunData], labels: list[str]) -> dict[str, Any]:
         trained = {g for g, t in zip(r.genres, r.trained) if t}
         f1.append({g: v for g, v in vals.items() if g in trained})
     rows = []
-    for g in runs[0].genres:
+    order = sorted(runs[0].genres, key=lambda g: -(support.get(g) or 0))  # most frequent first (stable: schema order)
+    for g in order:
         vals = [d.get(g) for d in f1]
         if all(v is None for v in vals):
             continue
@@ -350,7 +354,9 @@ def _per_genre_table(runs: list[RunData], labels: list[str]) -> dict[str, Any]:
         else:
             winner = ", ".join(lab for lab, m in zip(labels, _best_mask(vals, False)) if m) or "—"
         rows.append((g, [support.get(g)] + vals + [winner], ""))
-    return _table(["genre", "support"] + labels + ["best modality/model"], rows, digits=[0] + [3] * len(labels) + [0],
+    hidden = max(0, len(rows) - MAX_TABLE_ROWS)
+    rows = rows[:MAX_TABLE_ROWS]
+    return {"hidden": hidden} | _table(["genre", "support"] + labels + ["best modality/model"], rows, digits=[0] + [3] * len(labels) + [0],
                   mark=[False] + [True] * len(labels) + [False], by_row=True)
 
 
@@ -397,7 +403,8 @@ def _plots(r: RunData, label: str) -> dict[str, Any]:
     """The run's plots as base64 PNGs, drawn first where the run folder lacks them."""
     plots = r.run_dir / "plots"
     expected = (["learning_curves.png"] if r.history is not None else []) + (
-        ["confusion_matrices.png", "cooccurrence.png", "per_genre_f1.png"] if r.probs is not None else [])
+        ["confusion_matrices.png", "cooccurrence.png", "per_genre_f1.png", "thresholds.png", "reliability.png"]
+        if r.probs is not None else [])
     error = None
     if any(not (plots / name).is_file() for name in expected):
         try:

@@ -25,7 +25,10 @@ from movie_genres.evaluation.metrics import decide  # noqa: E402
 from movie_genres.io import atomic_write  # noqa: E402
 
 DPI = 110
-PLOT_NAMES = ("learning_curves.png", "confusion_matrices.png", "cooccurrence.png", "per_genre_f1.png")
+PLOT_NAMES = ("learning_curves.png", "confusion_matrices.png", "cooccurrence.png", "per_genre_f1.png", "thresholds.png",
+              "reliability.png")
+MAX_LABELS = 25  # labels a per-label plot draws (the most frequent in validation); all of them are in per_label.csv
+CURVE_LABELS = 8  # labels drawn with precision-recall and F1-by-threshold curves
 
 
 # ----------------------------------------------------------------------------------------------- reading a run folder
@@ -44,6 +47,8 @@ class RunData:
     ids: list[str] | None = None  # validation Ids, val_predictions.csv order
     y_true: np.ndarray | None = None  # (n, 25) int
     probs: np.ndarray | None = None  # (n, 25) float
+    calibration: dict | None = None  # calibration.json (None: the run does not calibrate)
+    expected: dict | None = None  # thresholds.json "expected": per label, the validation precision / recall to expect
 
     @property
     def model_name(self) -> str:
@@ -56,6 +61,15 @@ class RunData:
     @property
     def trained_idx(self) -> np.ndarray:
         return np.flatnonzero(np.asarray(self.trained, dtype=bool))
+
+    def frequent(self, idx, k: int = MAX_LABELS) -> list[int]:
+        """The ``k`` of the label indices ``idx`` with the most validation films (ties in schema order)."""
+        idx = list(idx)
+        support = self.y_true[:, idx].sum(axis=0) if self.y_true is not None and idx else np.zeros(len(idx))
+        return [idx[i] for i in np.argsort(-support, kind="stable")[:k]]
+
+    def shown(self, n: int, total: int, what: str = "labels") -> str:
+        return "" if n >= total else f" - the {n} most frequent of {total} {what} (all in per_label.csv)"
 
     def decide(self, thresholds: np.ndarray | float | None = None) -> np.ndarray:
         """0/1 decisions: prob >= threshold for trained genres (plus the top genre when min_one_genre and none passed)."""
@@ -86,7 +100,8 @@ def load_run(run_dir: str | Path) -> RunData:
         thr.update({str(g): float(t) for g, t in zip(tj["genres"], tj["thresholds"])})
     thresholds = np.array([thr.get(g, 0.5) for g in genres], dtype=float)
     ids, y_true, probs = run.validation_predictions() or (None, None, None)
-    return RunData(run.path, genres, trained, excluded, thresholds, metrics, config, run.history(), ids, y_true, probs)
+    return RunData(run.path, genres, trained, excluded, thresholds, metrics, config, run.history(), ids, y_true, probs,
+                   run.calibration(), (tj or {}).get("expected"))
 
 
 # --------------------------------------------------------------------------------------------------------- plotting
@@ -144,7 +159,8 @@ def plot_confusion_matrices(run: RunData, path: Path) -> Path:
     """A grid of 2x2 confusion matrices (rows: true no/yes, columns: predicted no/yes), one per genre, tuned thresholds."""
     pred = run.decide()
     cms = multilabel_confusion_matrix(run.y_true, pred)
-    keep = [j for j in range(len(run.genres)) if run.y_true[:, j].sum() > 0 or pred[:, j].sum() > 0]
+    active = [j for j in range(len(run.genres)) if run.y_true[:, j].sum() > 0 or pred[:, j].sum() > 0]
+    keep = sorted(run.frequent(active))
     ncols = min(5, max(1, len(keep)))
     nrows = max(1, math.ceil(len(keep) / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.5 * nrows), squeeze=False)
@@ -166,7 +182,8 @@ def plot_confusion_matrices(run: RunData, path: Path) -> Path:
         ax.axis("off")
     if not keep:
         axes[0, 0].text(0.5, 0.5, "no genre has positives or predictions", ha="center", va="center")
-    fig.suptitle(f"Per-genre confusion matrices at tuned thresholds - {run.model_name} (validation, n={len(pred)})")
+    fig.suptitle(f"Per-genre confusion matrices at tuned thresholds - {run.model_name} (validation, n={len(pred)})"
+                 + run.shown(len(keep), len(active)))
     fig.tight_layout()
     return _save(fig, path)
 
@@ -174,7 +191,8 @@ def plot_confusion_matrices(run: RunData, path: Path) -> Path:
 def plot_cooccurrence(run: RunData, path: Path) -> Path:
     """How often two genres share a validation film (true labels). Diagonal: films per genre. Absent genres omitted."""
     y = run.y_true
-    present = [j for j in range(len(run.genres)) if y[:, j].sum() > 0]
+    all_present = [j for j in range(len(run.genres)) if y[:, j].sum() > 0]
+    present = sorted(run.frequent(all_present))
     names = [run.genres[j] for j in present]
     co = y[:, present].T @ y[:, present] if present else np.zeros((0, 0), int)
     size = max(4.0, 0.34 * len(present) + 2.0)
@@ -192,7 +210,7 @@ def plot_cooccurrence(run: RunData, path: Path) -> Path:
         ax.text(0.5, 0.5, "no positive labels", ha="center", va="center")
         ax.axis("off")
     ax.set_title(f"Genre co-occurrence: true labels of the {len(y)} validation films\n"
-                 "(diagonal: films per genre; colour scale set by the pairs)", fontsize=10)
+                 "(diagonal: films per genre; colour scale set by the pairs)" + run.shown(len(present), len(all_present)), fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -250,7 +268,8 @@ def per_genre_f1(run: RunData) -> pd.DataFrame:
 
 
 def plot_per_genre_f1(run: RunData, path: Path) -> Path:
-    df = per_genre_f1(run).sort_values("tuned", ascending=True)
+    full = per_genre_f1(run)
+    df = full.sort_values("support", ascending=False, kind="stable").head(MAX_LABELS).sort_values("tuned", ascending=True)
     fig, ax = plt.subplots(figsize=(7.5, max(2.5, 0.32 * len(df) + 1.2)))
     y = np.arange(len(df))
     h = 0.4
@@ -261,9 +280,81 @@ def plot_per_genre_f1(run: RunData, path: Path) -> Path:
     ax.set_xlabel("F1 (validation)")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(f"Per-genre F1 - {run.model_name}")
+    ax.set_title(f"Per-genre F1 - {run.model_name}" + run.shown(len(df), len(full)), fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_thresholds(run: RunData, path: Path) -> Path:
+    """For the most frequent learned labels: the precision-recall curve (scikit-learn's display) and F1 against the
+    threshold, each with the run's chosen threshold marked."""
+    from sklearn.metrics import PrecisionRecallDisplay, precision_recall_curve
+
+    labels = run.frequent([j for j in run.trained_idx if run.y_true[:, j].sum() > 0], CURVE_LABELS)
+    fig, axes = plt.subplots(2, max(1, len(labels)), figsize=(2.9 * max(1, len(labels)), 5.6), squeeze=False)
+    for col, j in enumerate(labels):
+        y, p, t = run.y_true[:, j], run.probs[:, j], run.thresholds[j]
+        PrecisionRecallDisplay.from_predictions(y, p, ax=axes[0, col], name=None, plot_chance_level=True)
+        prec, rec, thr = precision_recall_curve(y, p)
+        f1 = 2 * prec[:-1] * rec[:-1] / np.maximum(prec[:-1] + rec[:-1], 1e-12)
+        axes[1, col].plot(thr, f1, color="#2a9d8f")
+        if t <= 1.0:
+            decided = p >= t
+            tp = int((decided & (y > 0)).sum())
+            p_at, r_at = tp / max(int(decided.sum()), 1), tp / max(int(y.sum()), 1)
+            axes[0, col].plot([r_at], [p_at], "o", color="#e76f51", label=f"thr {t:.2f}")
+            axes[1, col].axvline(t, color="#e76f51", linestyle="--", label=f"thr {t:.2f}")
+        axes[0, col].set_title(run.genres[j], fontsize=9)
+        axes[0, col].legend(fontsize=7, loc="lower left")
+        axes[1, col].set_xlabel("threshold", fontsize=8)
+        axes[1, col].set_ylabel("F1", fontsize=8)
+        axes[1, col].set_ylim(0, 1)
+        axes[1, col].legend(fontsize=7)
+        for ax in axes[:, col]:
+            ax.tick_params(labelsize=7)
+    if not labels:
+        axes[0, 0].text(0.5, 0.5, "no learned label has positives", ha="center", va="center")
+    fig.suptitle(f"Precision-recall and F1 by threshold (chosen threshold marked) - {run.model_name}, validation"
+                 + run.shown(len(labels), int(sum(run.y_true[:, j].sum() > 0 for j in run.trained_idx))), fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_reliability(run: RunData, path: Path) -> Path:
+    """The reliability diagram of the validation probabilities (all learned labels pooled): the model's and, where
+    the run calibrates, the calibrated ones (cross-fitted, from calibration.json), with the ECE of each."""
+    from movie_genres.evaluation.calibration import ece, reliability
+
+    idx = run.trained_idx
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    ax.plot([0, 1], [0, 1], ":", color="#888888", label="perfectly calibrated")
+    model = reliability(run.y_true[:, idx], run.probs[:, idx])
+    ax.plot(model["mean_probability"], model["fraction_positive"], "o-", color="#bbbbbb",
+            label=f"model (ECE {ece(run.y_true[:, idx], run.probs[:, idx]):.3f})")
+    cal = run.calibration or {}
+    if cal.get("reliability_after") and any(v is not None for v in (cal.get("labels") or {}).values()):
+        after = cal["reliability_after"]
+        ax.plot(after["mean_probability"], after["fraction_positive"], "o-", color="#2a9d8f",
+                label=f"calibrated, cross-fitted (ECE {cal['ece_after']:.3f})")
+    ax.set_xlabel("predicted probability")
+    ax.set_ylabel("fraction of films with the label")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(f"Reliability - {run.model_name} (validation, learned labels pooled)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def write_per_label_csv(run: RunData, path: Path) -> Path:
+    """Every label's validation numbers (F1 at the run's thresholds and at 0.5, support, threshold, and the
+    precision / recall training expects, cross-fitted), most frequent first: the plots show the top ones only."""
+    df = per_genre_f1(run).sort_values("support", ascending=False, kind="stable")
+    expected = (run.expected or {})
+    df["expected_precision"] = [expected.get(g, {}).get("precision") for g in df["genre"]]
+    df["expected_recall"] = [expected.get(g, {}).get("recall") for g in df["genre"]]
+    atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+    return path
 
 
 def write_run_plots(run_dir: str | Path) -> list[Path]:
@@ -284,4 +375,7 @@ def write_run_plots(run_dir: str | Path) -> list[Path]:
         written.append(plot_confusion_matrices(run, out / "confusion_matrices.png"))
         written.append(plot_cooccurrence(run, out / "cooccurrence.png"))
         written.append(plot_per_genre_f1(run, out / "per_genre_f1.png"))
+        written.append(plot_thresholds(run, out / "thresholds.png"))
+        written.append(plot_reliability(run, out / "reliability.png"))
+        written.append(write_per_label_csv(run, out / "per_label.csv"))
     return written
