@@ -11,7 +11,7 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
 from movie_genres import GenreClassifier
-from movie_genres.data.dataset import GENRES, load_dataset
+from movie_genres.data.dataset import load_dataset
 from movie_genres.estimator import CONFIG_KEYS, label_matrix, write_dataset
 
 TINY = dict(epochs=1, batch_size=16, vocab_size=50, sequence_length=12, embedding_dim=8, lstm_units=(4,), hidden_units=8,
@@ -69,13 +69,13 @@ def test_not_fitted_before_fit():
             call()
 
 
-def test_labels_outside_the_schema_are_a_clear_error(tmp_path):
+def test_bad_labels_and_films_are_a_clear_error(tmp_path):
     clf = GenreClassifier("bilstm", out=tmp_path / "run", **TINY)
     X = [{"poster": None, "overview": "A ghost."}, {"poster": None, "overview": "A kiss."}]
-    with pytest.raises(ValueError, match=r"unknown genre label\(s\) 'Horor' \(did you mean 'Horror'\?\)"):
-        clf.fit(X, [["Horor"], ["Romance"]])
-    with pytest.raises(ValueError, match="one column per genre of the schema"):
-        clf.fit(X, np.ones((2, 3)))
+    with pytest.raises(ValueError, match="'Horror' and 'horror' are the same label"):
+        clf.fit(X, [["Horror"], ["horror "]])
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        clf.fit(X, np.full((2, 3), 2))
     with pytest.raises(ValueError, match="y has 1 rows for 2 films"):
         clf.fit(X, [["Horror"]])
     with pytest.raises(ValueError, match="needs y"):
@@ -85,15 +85,23 @@ def test_labels_outside_the_schema_are_a_clear_error(tmp_path):
     assert not (tmp_path / "run").exists()  # nothing trained, no run folder
 
 
-def test_label_lists_and_a_genre_matrix_are_the_same_labels():
-    lists = [["Horror"], ["Comedy", "Romance"], "Drama"]
-    frame = pd.DataFrame({"Romance": [0, 1, 0], "Horror": [1, 0, 0], "Comedy": [0, 1, 0], "Drama": [0, 0, 1]})
-    expected = np.zeros((3, len(GENRES)), dtype=np.int8)
-    for i, names in enumerate([["Horror"], ["Comedy", "Romance"], ["Drama"]]):
-        expected[i, [GENRES.index(g) for g in names]] = 1
-    np.testing.assert_array_equal(label_matrix(lists, 3), expected)
-    np.testing.assert_array_equal(label_matrix(frame, 3), expected)
-    np.testing.assert_array_equal(label_matrix(expected, 3), expected)  # an array in schema order
+def test_label_lists_and_a_label_matrix_are_the_same_labels():
+    lists = [["Horreur"], ["Comédie", "Science Fiction"], "Drame"]
+    frame = pd.DataFrame({"Science Fiction": [0, 1, 0], "Horreur": [1, 0, 0], "Comédie": [0, 1, 0], "Drame": [0, 0, 1]})
+    names = ["Comédie", "Drame", "Horreur", "Science Fiction"]  # label lists: every name used, sorted
+    expected = np.array([[0, 0, 1, 0], [1, 0, 0, 1], [0, 1, 0, 0]], dtype=np.int8)
+    matrix, got = label_matrix(lists, 3)
+    assert got == names
+    np.testing.assert_array_equal(matrix, expected)
+    by_frame, frame_names = label_matrix(frame, 3, names)  # in a run's label order
+    np.testing.assert_array_equal(by_frame, expected)
+    assert frame_names == names
+    bare, numbered = label_matrix(expected, 3)  # an array: its labels are its column numbers
+    assert numbered == ["0", "1", "2", "3"]
+    with pytest.raises(ValueError, match="'Western' are not the run's"):
+        label_matrix([["Western"]], 1, names)
+    with pytest.raises(ValueError, match="same label"):
+        label_matrix([["Drame", "drame "]], 1)
 
 
 def test_films_become_a_dataset_folder_the_loader_reads(tmp_path, tiny_data):
@@ -101,10 +109,12 @@ def test_films_become_a_dataset_folder_the_loader_reads(tmp_path, tiny_data):
     posters = list(X["poster"])
     posters[1] = Path(posters[1]).read_bytes()  # bytes
     posters[2] = None  # no poster: the film keeps its overview
-    root = write_dataset(tmp_path / "d", posters, list(X["overview"]), label_matrix(y, len(y)), list(X["Id"]))
+    labels, names = label_matrix(y, len(y))
+    root = write_dataset(tmp_path / "d", posters, list(X["overview"]), labels, names, list(X["Id"]))
     ds = load_dataset(root)
     assert ds.ids == list(X["Id"]) and ds.overviews == list(X["overview"]) and ds.notes["poster missing"] == 1
-    np.testing.assert_array_equal(ds.labels, load_dataset(tiny_data).labels)
+    original = load_dataset(tiny_data)
+    np.testing.assert_array_equal(ds.labels, original.labels[:, [original.genres.index(g) for g in ds.genres]])
     assert (root / "Images" / f"{X['Id'][0]}.jpg").is_symlink()  # poster files are linked, not copied
     assert (root / "Images" / f"{X['Id'][1]}.jpg").read_bytes() == posters[1]
 

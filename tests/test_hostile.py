@@ -39,7 +39,7 @@ class _StubPredictor(FakePredictor):
 
     def __init__(self) -> None:
         super().__init__()
-        self.run = types.SimpleNamespace(decide=lambda probs: decide(probs, 0.5, True))
+        self.run = types.SimpleNamespace(decide=lambda probs, rank=None: decide(probs, 0.5, True, None, rank))
         self.calibrator = lambda probs: probs
         self.raw_scores = self.scores
 

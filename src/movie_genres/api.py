@@ -314,7 +314,8 @@ def evaluate(run_dir, data=None, output=None, include_training_films: bool = Fal
                     ", ".join(f"{g} ({n} films)" for g, n in unknown.items()))
     y = y_all[usable]
     m = full_metrics(pred.genres, y, answers.raw[usable].astype(np.float64), pred.run.thresholds, pred.trained & scorable,
-                     pred.run.min_one_genre, objective=decision_rule(pred.config)[0], cross_fit=own_split)
+                     pred.run.min_one_genre, objective=decision_rule(pred.config)[0], cross_fit=own_split,
+                     rank=answers.probs[usable].astype(np.float64))
     from movie_genres.evaluation.calibration import ece
 
     learned = pred.trained & scorable

@@ -12,14 +12,14 @@ Parameters are explicit keyword arguments, so ``get_params`` / ``set_params`` / 
 
 ``fit(X, y)``: ``X`` is a DataFrame (or a list of dicts) with a ``poster`` column (a path, the file's bytes, a PIL
 image, or None) and an ``overview`` column (text or None), optionally ``Id``; ``y`` is one list of genre names per
-film, or a 0/1 matrix: a DataFrame whose columns are the genres, or an array with one column per genre of the
-schema (:data:`~movie_genres.data.dataset.GENRES`, in that order). The labels must be genres of that schema (25 IMDb
-genres). ``fit`` writes the films as a dataset-format folder in a temporary directory (posters linked, not copied,
+film, or a 0/1 matrix: a DataFrame whose columns are the labels, or an array (its labels are its column numbers).
+The labels are yours: any names (checked as every label set is: :func:`~movie_genres.data.dataset.check_label_names`).
+``fit`` writes the films as a dataset-format folder in a temporary directory (posters linked, not copied,
 where they are files), trains on it and removes it; the run folder is then complete on its own, but its
 ``config.json`` names a data folder that is gone, so an interrupted ``fit`` is fitted again rather than resumed.
 ``fit(folder)`` trains on a dataset folder as ``movie-genres train --data`` does.
 
-After ``fit`` (or :meth:`GenreClassifier.from_run`): ``classes_`` are the genres the run learned (schema order;
+After ``fit`` (or :meth:`GenreClassifier.from_run`): ``classes_`` are the labels the run learned (in the run's order;
 genres with fewer than ``min_positives`` training films are not learned), ``predict_proba(X)`` /
 ``predict(X)`` give one column per class, ``score(X, y)`` is micro-F1 over all genres, and ``run_dir_`` is the run
 folder. Films follow the one-film poster policy: a poster named that is missing or will not decode raises
@@ -43,8 +43,9 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
+from movie_genres._names import did_you_mean
 from movie_genres.config import MODEL_DEFAULTS, Config, make_config
-from movie_genres.data.dataset import CSV_NAME, GENRES, IMAGES_DIR
+from movie_genres.data.dataset import CSV_NAME, IMAGES_DIR, check_label_names
 from movie_genres.training.train import train
 
 log = logging.getLogger(__name__)
@@ -106,11 +107,12 @@ class GenreClassifier(ClassifierMixin, BaseEstimator):
         if y is None:
             raise ValueError("fit(X, y) needs y: one list of genre names per film, or a 0/1 matrix of genres")
         posters, overviews, ids = films_of(X)
-        labels = label_matrix(y, len(posters))
+        labels, names = label_matrix(y, len(posters))
         with tempfile.TemporaryDirectory(prefix="movie-genres-fit-") as tmp:
-            run = train(self.model, write_dataset(Path(tmp), posters, overviews, labels, ids), out, reuse=self.reuse, **overrides)
+            folder = write_dataset(Path(tmp), posters, overviews, labels, names, ids)
+            run = train(self.model, folder, out, reuse=self.reuse, **overrides)
         self._fitted(run)
-        unlearned = [g for g, n in zip(GENRES, labels.sum(axis=0)) if n and g not in set(self.classes_)]
+        unlearned = [g for g, n in zip(names, labels.sum(axis=0)) if n and g not in set(self.classes_)]
         if unlearned:
             log.warning("labels in y the run did not learn (fewer than min_positives training films): %s", ", ".join(unlearned))
         return self
@@ -172,7 +174,7 @@ class GenreClassifier(ClassifierMixin, BaseEstimator):
 
         check_is_fitted(self)
         posters, overviews, _ = films_of(X)
-        truth = label_matrix(y, len(posters))
+        truth, _ = label_matrix(y, len(posters), self.predictor_.genres)
         decided = self.predictor_.predict(posters, overviews)
         return float(f1_score(truth, decided, average="micro", sample_weight=sample_weight, zero_division=0.0))
 
@@ -218,55 +220,56 @@ def films_of(X) -> tuple[list, list[str], list[str] | None]:
     return posters, overviews, (ids if any(i is not None for i in ids) else None)
 
 
-def label_matrix(y, n: int) -> np.ndarray:
-    """``y`` (label lists, a DataFrame with genre columns, or a 0/1 array in schema order) -> (n, 25) 0/1 int8."""
-    if hasattr(y, "columns") and hasattr(y, "to_numpy"):  # a DataFrame: its columns are the classes
-        names = [str(c) for c in y.columns]
-        _check_known(names)
-        values = _zero_one(y.to_numpy())
-        out = np.zeros((len(values), len(GENRES)), dtype=np.int8)
-        out[:, [GENRES.index(g) for g in names]] = values
+def label_matrix(y, n: int, names: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """``y`` -> ``(0/1 int8 matrix (n, labels), label names)``.
+
+    ``y``: one list of label names per film (the names: every one used, sorted), a DataFrame of 0/1 columns (the
+    names: its columns), or a 0/1 array (the names: its column numbers, ``"0"``, ``"1"``, ...). With ``names`` (a run's
+    labels, for ``score``) the matrix follows them, and a label ``y`` uses that they lack is an error.
+    """
+    if hasattr(y, "columns") and hasattr(y, "to_numpy"):  # a DataFrame: its columns are the labels
+        given, values = [str(c) for c in y.columns], _zero_one(y.to_numpy())
     else:
         items = list(y)
         if all(isinstance(v, str) or (isinstance(v, (list, tuple, set, frozenset, np.ndarray)) and all(isinstance(g, str) for g in v)) for v in items):
-            lists = [[v] if isinstance(v, str) else [str(g).strip() for g in v] for v in items]
-            _check_known(sorted({g for labels in lists for g in labels}))
-            out = np.zeros((len(lists), len(GENRES)), dtype=np.int8)
+            lists = [[v.strip()] if isinstance(v, str) else [str(g).strip() for g in v] for v in items]
+            given = sorted({g for labels in lists for g in labels if g}, key=lambda g: (g.casefold(), g))
+            index = {g: j for j, g in enumerate(given)}
+            values = np.zeros((len(lists), len(given)), dtype=np.int8)
             for i, labels in enumerate(lists):
-                out[i, [GENRES.index(g) for g in labels]] = 1
+                values[i, [index[g] for g in labels if g]] = 1
         else:
             values = _zero_one(items)
-            if values.ndim != 2 or values.shape[1] != len(GENRES):
-                raise ValueError(f"a 0/1 label matrix without genre names needs one column per genre of the schema ({len(GENRES)}, in "
-                                 f"the order of movie_genres.data.dataset.GENRES), got shape {values.shape}; give a DataFrame whose "
-                                 "columns are the genres, or one list of genre names per film")
-            out = values
-    if len(out) != n:
-        raise ValueError(f"y has {len(out)} rows for {n} films")
-    return out
+            if values.ndim != 2:
+                raise ValueError(f"a 0/1 label matrix must be 2-D (films x labels), got shape {values.shape}")
+            given = [str(j) for j in range(values.shape[1])]
+    if len(values) != n:
+        raise ValueError(f"y has {len(values)} rows for {n} films")
+    given = check_label_names(given, "y")
+    if names is None:
+        return values, given
+    unknown = [g for g in given if g not in names]
+    if unknown:
+        raise ValueError(f"label(s) {', '.join(map(repr, unknown))}{did_you_mean(unknown[0], names)} are not the run's "
+                         f"(its labels: {', '.join(names[:10])}{', ...' if len(names) > 10 else ''})")
+    out = np.zeros((len(values), len(names)), dtype=np.int8)
+    out[:, [names.index(g) for g in given]] = values
+    return out, list(names)
 
 
 def _zero_one(values) -> np.ndarray:
     try:
         arr = np.asarray(values, dtype=float)
     except (TypeError, ValueError):
-        raise ValueError("y must be one list of genre names per film, or a 0/1 matrix of genres") from None
+        raise ValueError("y must be one list of label names per film, or a 0/1 matrix of labels") from None
     if arr.size and not np.isin(arr, (0, 1)).all():
         raise ValueError("a label matrix must hold only 0 and 1")
     return arr.astype(np.int8)
 
 
-def _check_known(labels) -> None:
-    unknown = [g for g in labels if g not in GENRES]
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], GENRES, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ValueError(f"unknown genre label(s) {', '.join(map(repr, unknown))}{hint}: the labels must be genres of the IMDb schema "
-                         f"({', '.join(GENRES)})")
-
-
-def write_dataset(root: Path, posters: list, overviews: list[str], labels: np.ndarray, ids: list[str | None] | None = None) -> Path:
-    """Films as a dataset-format folder: ``CSV_NAME`` (Id, Genre, one 0/1 column per genre, Overview) and
+def write_dataset(root: Path, posters: list, overviews: list[str], labels: np.ndarray, names: list[str],
+                  ids: list[str | None] | None = None) -> Path:
+    """Films as a dataset-format folder: ``CSV_NAME`` (Id, one 0/1 column per label of ``names``, Overview) and
     ``Images/<Id>.jpg`` for each poster (a link to a poster file, else its bytes or the image saved as PNG; the
     decoder reads the content, not the name)."""
     from PIL import Image
@@ -279,9 +282,9 @@ def write_dataset(root: Path, posters: list, overviews: list[str], labels: np.nd
     images.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["Id", "Genre", *GENRES, "Overview"])
+    w.writerow(["Id", *names, "Overview"])
     for fid, row, overview in zip(ids, labels, overviews):
-        w.writerow([fid, str([g for g, v in zip(GENRES, row) if v]), *(int(v) for v in row), overview])
+        w.writerow([fid, *(int(v) for v in row), overview])
     (root / CSV_NAME).write_text(buf.getvalue(), encoding="utf-8")
     for fid, poster in zip(ids, posters):
         dest = images / f"{fid}.jpg"

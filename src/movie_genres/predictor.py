@@ -149,9 +149,9 @@ class Predictor:
         return self.calibrator(self.raw_scores(inputs))
 
     def decide(self, probs: np.ndarray) -> np.ndarray:
-        """0/1 decisions for reported probabilities: the run's rule (:meth:`movie_genres.runs.Run.decide`) on the
-        model's own probabilities, so calibration never changes a decision."""
-        return self.run.decide(self.calibrator.invert(probs))
+        """0/1 decisions for reported probabilities: the run's thresholds (:meth:`movie_genres.runs.Run.decide`) on the
+        model's own probabilities (calibration moves no threshold decision), the top label by the reported ones."""
+        return self.run.decide(self.calibrator.invert(probs), rank=probs)
 
     def _single_film_graph(self):
         """One film through the model as a traced TorchScript graph (torch backend, fixed-size inputs only).
@@ -186,8 +186,9 @@ class Predictor:
         decided = np.zeros(raw.shape, dtype=bool)
         if usable.any():
             raw[usable] = self.raw_scores({k: v[usable] for k, v in inputs.items()})
-            decided[usable] = self.run.decide(raw[usable]).astype(bool)
         probs = self.calibrator(raw)
+        if usable.any():
+            decided[usable] = self.run.decide(raw[usable], rank=probs[usable]).astype(bool)
         used, status = [], []
         for i in range(n):
             why = problems.per_film[i]

@@ -288,11 +288,12 @@ class Run:
         return (frame["Id"].astype(str).tolist(), frame[[f"true_{g}" for g in self.genres]].to_numpy(dtype=int),
                 frame[[f"prob_{g}" for g in self.genres]].to_numpy(dtype=float))
 
-    def decide(self, probs: np.ndarray, thresholds=None) -> np.ndarray:
+    def decide(self, probs: np.ndarray, thresholds=None, rank: np.ndarray | None = None) -> np.ndarray:
         """0/1 decisions for ``probs`` (n, genres) at the run's thresholds (or ``thresholds``), by the run's rule:
-        only learned genres, and at least the top one where ``min_one_genre``."""
+        only learned genres, and at least the top one (by ``rank`` where given: the calibrated probabilities) where
+        ``min_one_genre``."""
         thr = self.thresholds if thresholds is None else thresholds
-        out = decide(probs, thr, self.min_one_genre, self.trained)
+        out = decide(probs, thr, self.min_one_genre, self.trained, rank)
         if self.top_k is not None:
             ranked = np.argsort(-np.where(out > 0, probs, -np.inf), axis=1, kind="stable")[:, self.top_k :]
             np.put_along_axis(out, ranked, 0, axis=1)

@@ -12,8 +12,10 @@ from sklearn.model_selection import KFold
 METRIC_KEYS = ("micro_f1", "macro_f1", "weighted_f1", "samples_f1", "micro_precision", "micro_recall", "map_macro")
 
 
-def decide(probs: np.ndarray, thresholds: np.ndarray | float, min_one: bool = True, allowed: np.ndarray | None = None) -> np.ndarray:
-    """Turn probabilities into 0/1 decisions; with ``min_one`` every film gets at least its most likely allowed genre.
+def decide(probs: np.ndarray, thresholds: np.ndarray | float, min_one: bool = True, allowed: np.ndarray | None = None,
+           rank: np.ndarray | None = None) -> np.ndarray:
+    """Turn probabilities into 0/1 decisions; with ``min_one`` every film gets at least its most likely allowed genre
+    (most likely by ``rank`` where given: the calibrated probabilities, which answers report).
 
     Example:
         >>> decide(np.array([[0.2, 0.4]]), 0.5).tolist()
@@ -26,7 +28,7 @@ def decide(probs: np.ndarray, thresholds: np.ndarray | float, min_one: bool = Tr
     if min_one and allowed.any():
         empty = ~pred.any(axis=1)
         if empty.any():
-            masked = np.where(allowed, probs, -np.inf)
+            masked = np.where(allowed, probs if rank is None else np.asarray(rank, dtype=np.float64), -np.inf)
             pred[np.flatnonzero(empty), masked[empty].argmax(axis=1)] = True
     return pred.astype(np.int8)
 
@@ -104,11 +106,12 @@ def _target_thresholds(y_true, y_prob, active, out, kind: str, target: float) ->
     return out
 
 
-def expected_rates(y_true, y_prob, trained, objective: str = "micro", min_one: bool = True, folds: int = 5, seed: int = 0) -> dict:
+def expected_rates(y_true, y_prob, trained, objective: str = "micro", min_one: bool = True, folds: int = 5, seed: int = 0,
+                   rank=None) -> dict:
     """Per label, the precision and recall to expect at thresholds tuned by ``objective``: cross-fitted on the
     validation films (each fold scored with thresholds tuned on the others), as ``metrics.json``'s tuned numbers are."""
     y_true = np.asarray(y_true).astype(np.int8)
-    pred = cross_fitted_decisions(y_true, y_prob, trained, min_one, folds, seed, objective)
+    pred = cross_fitted_decisions(y_true, y_prob, trained, min_one, folds, seed, objective, rank)
     p, r, _, s = precision_recall_fscore_support(y_true, pred, average=None, zero_division=0)
     return {"precision": [round(float(v), 4) for v in p], "recall": [round(float(v), 4) for v in r],
             "support": [int(v) for v in s]}
@@ -172,16 +175,16 @@ def tune_thresholds(y_true: np.ndarray, y_prob: np.ndarray, trained: np.ndarray,
     return out
 
 
-def cross_fitted_decisions(y_true, y_prob, trained, min_one=True, folds=5, seed=0, objective="micro") -> np.ndarray:
+def cross_fitted_decisions(y_true, y_prob, trained, min_one=True, folds=5, seed=0, objective="micro", rank=None) -> np.ndarray:
     """Honest tuned-threshold decisions on the validation films: thresholds for each fold are tuned on the other folds,
     so no film is scored with thresholds that saw its own label."""
     pred = np.zeros_like(y_true, dtype=np.int8)
     n = len(y_true)
     if n < folds * 2:
-        return decide(y_prob, tune_thresholds(y_true, y_prob, trained, objective), min_one, trained)
+        return decide(y_prob, tune_thresholds(y_true, y_prob, trained, objective), min_one, trained, rank)
     for fit_idx, score_idx in KFold(folds, shuffle=True, random_state=seed).split(np.arange(n)):
         thr = tune_thresholds(y_true[fit_idx], y_prob[fit_idx], trained, objective)
-        pred[score_idx] = decide(y_prob[score_idx], thr, min_one, trained)
+        pred[score_idx] = decide(y_prob[score_idx], thr, min_one, trained, None if rank is None else rank[score_idx])
     return pred
 
 
@@ -214,7 +217,7 @@ def baselines(genres: list[str], y_true: np.ndarray, mask: np.ndarray) -> dict[s
     return out
 
 
-def full_metrics(genres, y_true, y_prob, thresholds, trained, min_one=True, cross_fit=True, objective="micro") -> dict:
+def full_metrics(genres, y_true, y_prob, thresholds, trained, min_one=True, cross_fit=True, objective="micro", rank=None) -> dict:
     """Everything ``metrics.json`` holds about one set of scored films.
 
     ``tuned`` uses the stored thresholds unless ``cross_fit`` (validation of a fresh run), where thresholds are
@@ -222,9 +225,10 @@ def full_metrics(genres, y_true, y_prob, thresholds, trained, min_one=True, cros
     """
     y_true = np.asarray(y_true).astype(np.int8)
     mask = evaluated_genres(y_true, trained)
-    tuned_pred = cross_fitted_decisions(y_true, y_prob, trained, min_one, objective=objective) if cross_fit else decide(y_prob, thresholds, min_one, trained)
+    tuned_pred = (cross_fitted_decisions(y_true, y_prob, trained, min_one, objective=objective, rank=rank) if cross_fit
+                  else decide(y_prob, thresholds, min_one, trained, rank))
     half_pred = decide(y_prob, 0.5, min_one=False, allowed=trained)
-    stored_pred = decide(y_prob, thresholds, min_one, trained)
+    stored_pred = decide(y_prob, thresholds, min_one, trained, rank)
     return {
         "n_films": int(len(y_true)),
         "tuned": metric_set(y_true, tuned_pred, y_prob, mask),

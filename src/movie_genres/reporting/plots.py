@@ -77,7 +77,10 @@ class RunData:
             raise ValueError(f"{self.run_dir}: no val_predictions.csv")
         thr = self.thresholds if thresholds is None else np.broadcast_to(np.asarray(thresholds, float), self.thresholds.shape)
         trained = np.asarray(self.trained, dtype=bool)
-        return decide(self.probs, thr, self.min_one_genre and trained.any(), trained).astype(int)
+        from movie_genres.evaluation.calibration import Calibrator
+
+        rank = Calibrator(self.genres, self.calibration)(self.probs)  # the top label by the reported probabilities
+        return decide(self.probs, thr, self.min_one_genre and trained.any(), trained, rank).astype(int)
 
 
 def load_run(run_dir: str | Path) -> RunData:

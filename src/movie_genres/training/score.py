@@ -9,7 +9,7 @@ import numpy as np
 
 from movie_genres import runs
 from movie_genres.config import Config, decision_rule
-from movie_genres.evaluation.calibration import fit_calibration
+from movie_genres.evaluation.calibration import Calibrator, fit_calibration
 from movie_genres.evaluation.metrics import expected_rates, full_metrics, tune_thresholds
 from movie_genres.io import atomic_write, write_json
 from movie_genres.models.inference import predict_proba_arrays
@@ -30,16 +30,17 @@ def finish_run(cfg: Config, prep: Prepared, run_dir: Path, model, train_seconds:
     y = prep.ds.labels[va].astype(np.int8)
     objective, min_one = decision_rule(cfg)
     thresholds = tune_thresholds(y, probs, prep.trained, objective)
-    rates = expected_rates(y, probs, prep.trained, objective, min_one)
-    runs.write_thresholds(run_dir, genres, thresholds.round(4).tolist(), objective=objective, expected=rates)
     calibration = None
     if cfg.calibration == "platt":
         calibration = fit_calibration(genres, y, probs, prep.trained)
         write_json(run_dir / runs.CALIBRATION, calibration)
+    rank = Calibrator(genres, calibration)(probs)  # a film's top label, where none passes: by the reported probabilities
+    rates = expected_rates(y, probs, prep.trained, objective, min_one, rank=rank)
+    runs.write_thresholds(run_dir, genres, thresholds.round(4).tolist(), objective=objective, expected=rates)
     metrics = {
         "model": cfg.model,
         "split": "validation",
-        **full_metrics(genres, y, probs, thresholds, prep.trained, min_one, objective=objective),
+        **full_metrics(genres, y, probs, thresholds, prep.trained, min_one, objective=objective, rank=rank),
         "n_skipped": int(sum(prep.skipped.values())),
         "skipped": dict(prep.skipped),
         "notes": dict(prep.ds.notes),
