@@ -139,6 +139,9 @@ def test_a_taxonomy_of_your_own_trains_evaluates_and_predicts_in_its_names(tmp_p
         assert client.get("/genres").json()["genres"] == genres
         answer = client.post("/predict", data={"overview": "A silly joke and a laugh."}).json()
         assert max(answer["probabilities"], key=answer["probabilities"].get) == "Comédie" and set(answer["probabilities"]) == set(genres)
+    with TestClient(create_app(p.with_decisions(threshold=0.0))) as client:  # movie-genres serve --threshold 0
+        wait_ready(client.get)
+        assert set(client.post("/predict", data={"overview": "A silly joke."}).json()["genres"]) == set(genres)
 
 
 # -- decisions a catalogue team can set

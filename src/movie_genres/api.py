@@ -382,7 +382,8 @@ def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, **limits) -> None:
     """Serve a run folder (the API and the web page) until interrupted.
 
     ``limits``: ``max_upload_bytes``, ``max_overview_chars``, ``max_batch``, ``max_image_pixels``, ``max_batch_bytes``,
-    ``max_batch_pixels`` (:class:`movie_genres.service.limits.Limits`), ``limit_concurrency``, ``log_level``.
+    ``max_batch_pixels`` (:class:`movie_genres.service.limits.Limits`), ``limit_concurrency``, ``log_level``;
+    ``threshold`` / ``top_k`` decide otherwise than the run's thresholds.
 
     Example:
         >>> serve("runs/main", port=8000, max_batch=8, max_upload_bytes=2 * 1024 * 1024)  # doctest: +SKIP

@@ -100,6 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     from movie_genres.service.limits import add_options
 
+    s.add_argument("--threshold", help="decide at another threshold than the run's: a number, f1, precision:P or recall:R")
+    s.add_argument("--top-k", type=int, metavar="K", help="at most the K most probable of the decided labels")
     add_options(s)
 
     c = verb("config", help="every config key (train key=value) with its default, valid values and why")
@@ -277,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
             from movie_genres.service.limits import options
 
             log_level = "warning" if args.quiet else "debug" if args.verbose else "info"
-            mg.serve(args.run_dir, args.host, args.port, log_level=log_level, **options(args))
+            mg.serve(args.run_dir, args.host, args.port, log_level=log_level, threshold=args.threshold, top_k=args.top_k,
+                     **options(args))
     except (ConfigError, DataError, PosterError, OutputError, RunError, TrainingFailed, EngineError, ValueError, FileNotFoundError) as exc:
         print(f"movie-genres {args.verb}: error: {exc}", file=sys.stderr)
         return 2

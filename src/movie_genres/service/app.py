@@ -194,12 +194,13 @@ def create_app(predictor: Any, **limits: int) -> FastAPI:
 
 
 def serve(run_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, *, log_level: str = "info",
-          limit_concurrency: int = DEFAULT_CONCURRENCY, **limits: int) -> None:
+          limit_concurrency: int = DEFAULT_CONCURRENCY, threshold=None, top_k: int | None = None, **limits: int) -> None:
     """Load the run folder once, then serve it with uvicorn until interrupted.
 
     ``limits``: ``max_upload_bytes``, ``max_overview_chars``, ``max_batch`` and the others of
     :class:`~movie_genres.service.limits.Limits`, checked before the run is loaded.
     ``limit_concurrency``: more open requests than this are answered 503 at once instead of piling up in memory.
+    ``threshold`` / ``top_k``: decide otherwise than the run's thresholds (``Predictor.with_decisions``).
     """
     import uvicorn
 
@@ -211,7 +212,7 @@ def serve(run_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000,
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     started = time.perf_counter()
-    predictor = Predictor.load(run_dir)
+    predictor = Predictor.load(run_dir).with_decisions(threshold, top_k)
     log.info("loaded %s (%s %s) in %.1f s", run_dir, predictor.model_name, predictor.version,
              time.perf_counter() - started)
     app = create_app(predictor, **limits)
