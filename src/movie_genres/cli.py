@@ -259,8 +259,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.genre and not args.explain:
                 raise ValueError("--genre needs --explain")
             if args.output:
+                from pathlib import Path
+
                 from movie_genres.io import check_writable
 
+                if Path(args.output).suffix.lower() != ".json":
+                    raise ValueError(f"--output {args.output}: one film's answer is written as .json; a catalogue's "
+                                     ".parquet or .csv needs --data DIR or --manifest FILE")
                 check_writable(args.output)
             if args.explain:
                 result = mg.explain(args.run_dir, args.poster, _overview(args), args.genre)
