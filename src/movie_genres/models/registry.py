@@ -74,11 +74,12 @@ def make_featurizer(cfg: Config):
         return PosterPixels(cfg.image_size, cfg.cache_dir, cfg.workers)
     if cfg.model == "bilstm":
         return OverviewTokens(cfg.vocab_size, cfg.sequence_length)
+    text, images = PretrainedFeatures.names_at(cfg.text_encoder, cfg.image_encoders, cfg.encoder_precision)
     if cfg.model == "text":
-        return PretrainedFeatures(cfg.text_encoder, (), cfg.cache_dir, cfg.workers)
+        return PretrainedFeatures(text, (), cfg.cache_dir, cfg.workers)
     if cfg.model == "image":
-        return PretrainedFeatures(None, cfg.image_encoders, cfg.cache_dir, cfg.workers)
-    return PretrainedFeatures(cfg.text_encoder, cfg.image_encoders, cfg.cache_dir, cfg.workers)
+        return PretrainedFeatures(None, images, cfg.cache_dir, cfg.workers)
+    return PretrainedFeatures(text, images, cfg.cache_dir, cfg.workers)
 
 
 def build_model(cfg: Config, featurizer, num_genres: int):

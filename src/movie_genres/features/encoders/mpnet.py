@@ -35,6 +35,7 @@ from typing import Iterable
 import numpy as np
 
 from movie_genres.features.encoders.base import Encoder, cached_session, exclusive, export_onnx, torch_threads
+from movie_genres.features.encoders.quantize import dynamic_int8
 from movie_genres.io import write_json
 
 __all__ = ["MPNetEncoder", "MPNetInstallError", "MPNetIntegrityError", "PARTS", "INSTALL_COMMAND", "model_dir", "part_paths"]
@@ -239,11 +240,18 @@ class MPNetEncoder(Encoder):
     modality = "overview"
     batch_size = 32
 
-    def __init__(self, cache_dir: str | os.PathLike = "") -> None:
+    def __init__(self, cache_dir: str | os.PathLike = "", precision: str = "fp32") -> None:
         super().__init__()
         self.cache_dir = cache_dir
         # Names the weights, the sequence length and the pipeline; nothing is unpacked to compute it.
         self.version = f"{PART_VERSION}-{WEIGHTS_SHA256[:12]}-seq384-mean-l2-ort"
+        self.set_precision(precision)
+
+    def int8_tag(self) -> str:
+        return "dyn-matmul-pc"
+
+    def quantize(self, fp32: bytes) -> bytes:
+        return dynamic_int8(fp32)
 
     def _pipeline(self, folder: Path) -> int:
         """The folder's sentence-transformers pipeline must be the one run here; returns its max_seq_length."""
