@@ -497,3 +497,25 @@ def test_a_damaged_int8_graph_in_the_cache_is_made_again(tmp_path, monkeypatch, 
     assert any("unusable" in r.getMessage() for r in caplog.records)
     assert path.read_bytes() != b"not an onnx graph" and onnx_cache_path(enc, fp32=True).is_file()
     np.testing.assert_allclose(got, get_encoder("effnet-lite0-int8").encode(POSTERS[:2]), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_an_int8_run_records_its_encoders_and_predicts_with_them(tiny_data, tiny_config, tmp_path, cache_dir):
+    from movie_genres import Predictor, train
+    from movie_genres.features.inputs import FeaturizerError
+
+    runs = {p: train("text", tiny_data, tmp_path / p, verbose=0, cache_dir=cache_dir, encoder_precision=p,
+                     **{k: v for k, v in tiny_config.items() if k != "verbose"}) for p in ("int8", "fp32")}
+    specs = {p: json.loads((run / "featurizer.json").read_text()) for p, run in runs.items()}
+    assert specs["int8"]["text_encoder"] == "minilm-int8" and specs["int8"]["precisions"] == {"minilm-int8": "int8"}
+    assert specs["int8"]["versions"]["minilm-int8"] == get_encoder("minilm-int8").version
+    assert specs["fp32"]["text_encoder"] == "minilm"  # not the int8 run's copy from the run cache
+    p = Predictor.load(runs["int8"])
+    assert p.featurizer.encoders == ["minilm-int8"]
+    text = "A retired hitman is pulled back in for one last job."
+    feats = p.featurizer.transform([None], [text], progress=False)[0]["text_features"]
+    np.testing.assert_allclose(feats[0], get_encoder("minilm-int8").encode([text])[0], atol=1e-6)
+    spec = dict(specs["int8"], versions={"minilm-int8": get_encoder("minilm").version})
+    (runs["int8"] / "featurizer.json").write_text(json.dumps(spec))
+    with pytest.raises(FeaturizerError, match="minilm-int8.*version differs"):
+        Predictor.load(runs["int8"])

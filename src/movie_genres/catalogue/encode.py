@@ -29,7 +29,6 @@ ROWS_SCHEMA = pa.schema([("encoder", pa.string()), ("key", pa.string()), ("featu
 
 def default_encoders() -> list[str]:
     from movie_genres.config import Config
-
     from movie_genres.features.inputs import PretrainedFeatures
 
     cfg = Config()

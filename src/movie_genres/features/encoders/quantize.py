@@ -20,7 +20,7 @@ from typing import Iterable
 
 import numpy as np
 
-from movie_genres.config import ENCODER_PRECISIONS as PRECISIONS
+from movie_genres.config import ENCODER_PRECISIONS as PRECISIONS  # noqa: F401 - the one list, named here for the encoders
 
 CALIBRATION_DIR = Path(__file__).parent / "calibration"
 
@@ -48,14 +48,22 @@ def _quantization():
     return q
 
 
-def dynamic_int8(fp32: bytes) -> bytes:
-    """``fp32`` with its weight MatMuls quantized dynamically: int8 weights per channel, the rest fp32."""
+def matmuls(fp32: bytes, where) -> list[str]:
+    """The names of ``fp32``'s MatMul nodes for which ``where(name)`` holds."""
+    import onnx
+
+    return [n.name for n in onnx.load_from_string(fp32).graph.node if n.op_type == "MatMul" and where(n.name)]
+
+
+def dynamic_int8(fp32: bytes, exclude: list[str] | None = None) -> bytes:
+    """``fp32`` with its weight MatMuls quantized dynamically: int8 weights per channel, the rest fp32 (and the
+    MatMul nodes named in ``exclude``)."""
     q = _quantization()
     with tempfile.TemporaryDirectory(prefix="movie-genres-int8-") as d:
         src, dst = Path(d) / "fp32.onnx", Path(d) / "int8.onnx"
         src.write_bytes(fp32)
         q.quantize_dynamic(src, dst, op_types_to_quantize=["MatMul"], per_channel=True, weight_type=q.QuantType.QInt8,
-                           extra_options={"MatMulConstBOnly": True})
+                           nodes_to_exclude=list(exclude or []), extra_options={"MatMulConstBOnly": True})
         return dst.read_bytes()
 
 
