@@ -39,7 +39,7 @@ def start_ray(address: str | None):
         import ray
         import ray.data  # noqa: F401
     except ImportError:
-        raise EngineError("--engine ray needs Ray: pip install 'movie-genres[ray]'") from None
+        raise EngineError("--engine ray needs Ray: pip install -e '.[ray]' (in the project's folder)") from None
     if ray.is_initialized():
         return ray, False
     try:
