@@ -22,9 +22,10 @@ def summarise(out: Path, seeds: list[int], models: list[str]) -> dict:
     table = {}
     for model in models:
         row = {}
+        both = [s for s in seeds if all((out / f"{p}-s{s}" / model / "metrics.json").is_file() for p in ("fp32", "int8"))]
         for precision in ("fp32", "int8"):
             scores = []
-            for seed in seeds:
+            for seed in both or seeds:  # the seeds both precisions have (a like-for-like mean)
                 path = out / f"{precision}-s{seed}" / model / "metrics.json"
                 if path.is_file():
                     tuned = json.loads(path.read_text())["tuned"]
