@@ -54,7 +54,8 @@ def main() -> None:
         a, ta, ca = timed(fp32, items, args.repeats)
         b, tb, cb = timed(int8, items, args.repeats)
         c = cosine(a, b)
-        row = {"encoder": name, "films": len(items), "threads": fp32.threads, "batch": [fp32.batch_size, int8.batch_size], "fp32_ms_per_film": 1000 * ta / len(items),
+        row = {"encoder": name, "films": len(items), "threads": fp32.threads, "batch": [fp32.batch_size, int8.batch_size],
+               "fp32_ms_per_film": 1000 * ta / len(items),
                "int8_ms_per_film": 1000 * tb / len(items), "speedup": ta / tb, "fp32_cpu_ms_per_film": 1000 * ca / len(items),
                "int8_cpu_ms_per_film": 1000 * cb / len(items), "speedup_cpu": ca / cb, "cos_min": float(c.min()),
                "cos_mean": float(c.mean())}
