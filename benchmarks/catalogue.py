@@ -2,7 +2,10 @@
 rate of the same run on the same machine (the limit), and the memory of the whole process tree while a large
 catalogue (the shared films repeated under new Ids) is tagged.
 
-    python benchmarks/catalogue.py RUN_DIR [--films 20000] [--ray-films 2000] [--out /tmp/catalogue-bench]
+    python benchmarks/catalogue.py RUN_DIR [RUN_DIR ...] [--films 20000] [--ray-films 2000] [--out /tmp/catalogue-bench]
+
+Several runs (e.g. the fp32 and the int8 default) are measured one after another in the same benchmark run, each
+with its own encoder-only rate, so their ratio is measured under the same conditions.
 
 Each engine runs as its own ``movie-genres predict`` process; its resident memory (the process and all its children:
 Ray's workers too) is sampled every half second. Results are printed as JSON and written to OUT/results.json.
@@ -122,20 +125,9 @@ def encoder_rate(run: Path, data: Path, films: int = 96) -> dict:
             "cpu_ms_per_film": round(1000 * sum(cpu.values()), 1)}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("run")
-    ap.add_argument("--films", type=int, default=20_000, help="local engine catalogue size")
-    ap.add_argument("--ray-films", type=int, default=2_000, help="ray engine catalogue size")
-    ap.add_argument("--data", default=str(SHARED))
-    ap.add_argument("--out", default="/tmp/catalogue-bench")
-    ap.add_argument("--engines", default="local,ray")
-    args = ap.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    data = Path(args.data)
-    run = Path(args.run) if (Path(args.run) / "featurizer.json").exists() else resolve_run(args.run)  # a folder of runs: its best
-    results = {"machine": f"{os.cpu_count()} CPUs", "run": str(run), "encoders_only": encoder_rate(run, data)}
+def bench_run(run_arg: str, args, out: Path, data: Path) -> dict:
+    run = Path(run_arg) if (Path(run_arg) / "featurizer.json").exists() else resolve_run(run_arg)  # a folder: its best
+    results = {"run": str(run), "encoders_only": encoder_rate(run, data)}
     print(json.dumps(results), flush=True)
     for engine in args.engines.split(","):
         n = args.films if engine == "local" else args.ray_films
@@ -147,6 +139,29 @@ def main() -> None:
         if limit:  # the same ratio in CPU time, which other work on a shared machine disturbs far less than wall time
             results[engine]["share_of_encoder_rate_cpu"] = round(results["encoders_only"]["cpu_ms_per_film"] / results[engine]["cpu_ms_per_film"], 3)
     results["encoders_only_after"] = encoder_rate(run, data) if limit else None  # again: the machine's load moves
+    return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run", nargs="+", help="run folders (or folders of runs: their best), measured one after another")
+    ap.add_argument("--films", type=int, default=20_000, help="local engine catalogue size")
+    ap.add_argument("--ray-films", type=int, default=2_000, help="ray engine catalogue size")
+    ap.add_argument("--data", default=str(SHARED))
+    ap.add_argument("--out", default="/tmp/catalogue-bench")
+    ap.add_argument("--engines", default="local,ray")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = Path(args.data)
+    runs = [bench_run(r, args, out, data) for r in args.run]
+    results = {"machine": f"{os.cpu_count()} CPUs", "load_average": os.getloadavg(), "runs": runs}
+    if len(runs) > 1:
+        first = runs[0]
+        for r in runs[1:]:
+            for engine in args.engines.split(","):
+                r[engine]["films_per_second_vs_first_run"] = round(r[engine]["films_per_second"] / first[engine]["films_per_second"], 3)
+                r[engine]["cpu_ms_vs_first_run"] = round(r[engine]["cpu_ms_per_film"] / first[engine]["cpu_ms_per_film"], 3)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
 

@@ -379,3 +379,143 @@ def test_a_requests_encoders_run_side_by_side_with_the_same_features(tmp_path, m
         np.testing.assert_allclose(few[k], many[k], atol=1e-5, err_msg=k)
     assert few["has_poster"][:, 0].tolist() == [1, 0, 1, 1] and few["has_overview"][:, 0].tolist() == [1, 1, 0, 1]
     assert not few["image_features"][1].any() and not few["text_features"][2].any()
+
+
+# ------------------------------------------------------------------------------------------------- int8 graphs
+def _ops(enc: Encoder) -> set[str]:
+    import onnx
+
+    from movie_genres.features.encoders import onnx_cache_path
+
+    enc.load()
+    return {n.op_type for n in onnx.load_from_string(onnx_cache_path(enc).read_bytes()).graph.node}
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+@pytest.mark.parametrize("name, quantized_op", [
+    ("minilm", "MatMulInteger"),
+    ("effnet-lite0", "QuantizeLinear"),
+    ("nsfw-resnet50", "QuantizeLinear"),
+])
+def test_int8_graph_loads_is_quantized_close_to_fp32_and_batch_invariant(name, quantized_op):
+    fp32, int8 = get_encoder(name), get_encoder(E.with_precision(name, "int8"))
+    assert (int8.name, int8.precision, int8.dim, int8.modality) == (f"{name}-int8", "int8", fp32.dim, fp32.modality)
+    assert int8.version.startswith(fp32.version + "-int8-") and fp32.precision == "fp32"
+    assert quantized_op in _ops(int8) and quantized_op not in _ops(fp32)
+    items = TEXTS if fp32.modality == "overview" else POSTERS
+    a, b = fp32.encode(items), int8.encode(items)
+    assert b.shape == a.shape and b.dtype == np.float32 and np.isfinite(b).all()
+    cos = _cosine(a, b)
+    assert cos.min() > 0.93 and cos.mean() > 0.96, cos  # real films: min/mean 0.95-0.99 / 0.98-0.99 (BENCHMARKS.md)
+    assert np.abs(a - b).max() > 1e-4  # a different graph indeed
+    # the same features in any split into calls (the transformers run one text per call: see minilm.py)
+    one_by_one = np.concatenate([int8.encode([x]) for x in items])
+    halves = np.concatenate([int8.encode(items[:2]), int8.encode(items[2:])])
+    np.testing.assert_allclose(one_by_one, b, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(halves, b, atol=1e-5, rtol=0)
+    assert not np.allclose(b[0], b[1], atol=1e-3)
+
+
+def test_precision_names_versions_and_bad_values():
+    from movie_genres.config import ConfigError, make_config
+    from movie_genres.features.encoders import onnx_cache_path
+
+    assert E.with_precision("minilm", "fp32") == "minilm" and E.with_precision("minilm", "int8") == "minilm-int8"
+    assert E.with_precision("minilm-int8", "int8") == "minilm-int8" == E.with_precision("minilm-int8", "fp32")
+    with pytest.raises(ValueError, match="effnet-lite0-160.*no int8 graph.*effnet-lite0"):
+        E.with_precision("effnet-lite0-160", "int8")
+    with pytest.raises(ValueError, match="fp32, int8"):
+        E.with_precision("minilm", "fp16")
+    with pytest.raises(ConfigError, match="encoder_precision='fp16'.*fp32, int8"):
+        make_config(encoder_precision="fp16")
+    assert make_config().encoder_precision == "fp32" and make_config(encoder_precision="int8").encoder_precision == "int8"
+    for name in ("minilm", "mpnet", "effnet-lite0", "nsfw-resnet50"):
+        fp32, int8 = get_encoder(name), get_encoder(f"{name}-int8")
+        assert int8.fp32_name == name and int8.fp32_version == fp32.version != int8.version
+        assert onnx_cache_path(int8) != onnx_cache_path(fp32) == onnx_cache_path(int8, fp32=True)
+
+
+def test_int8_and_fp32_features_never_mix_in_the_feature_cache(tmp_path):
+    fp32, int8 = get_encoder("effnet-lite0"), get_encoder("effnet-lite0-int8")
+    a = cached_features(fp32, POSTERS, tmp_path, progress=False)
+    b = cached_features(int8, POSTERS, tmp_path, progress=False)
+    assert cache_path(fp32, tmp_path) != cache_path(int8, tmp_path) and cache_path(int8, tmp_path).is_file()
+    np.testing.assert_allclose(b, int8.encode(POSTERS), atol=1e-6)
+    assert np.abs(a - b).max() > 1e-4
+    np.testing.assert_allclose(cached_features(fp32, POSTERS, tmp_path, progress=False), a, atol=0)
+
+
+def test_the_calibration_is_recorded_and_made_of_training_posters_only(shared_data):
+    from movie_genres.data.dataset import load_dataset
+    from movie_genres.data.split import stratified_split
+    from movie_genres.features.encoders.quantize import read_calibration
+
+    ds = load_dataset(shared_data)
+    position = {f: i for i, f in enumerate(ds.ids)}
+    for name in ("effnet-lite0", "nsfw-resnet50"):
+        doc = read_calibration(name)
+        assert doc["encoder"] == name and doc["fp32_version"] == get_encoder(name).version
+        assert len(doc["ids"]) == 64 and len(set(doc["ids"])) == 64 and len(doc["ranges"]) > 50
+        assert all(lo <= hi for lo, hi in doc["ranges"].values())
+        for seed in (42, 1, 2):  # the seeds the quality measurement uses
+            train, _ = stratified_split(ds.labels, 0.2, seed)
+            assert {position[f] for f in doc["ids"]} <= set(train.tolist())
+
+
+def test_a_missing_or_foreign_calibration_is_a_clear_error(tmp_path, monkeypatch):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from movie_genres.features.encoders import quantize as Q
+
+    monkeypatch.setattr(Q, "CALIBRATION_DIR", tmp_path)
+    with pytest.raises(Q.QuantizationError, match="no int8 calibration.*effnet-lite0.*calibrate_int8.py"):
+        E.EfficientNetLiteEncoder(0, "full", precision="int8")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    Q.write_calibration("toy", "1", ["tt1"], {"x": [-1.0, 1.0], "not-in-this-graph": [0.0, 1.0]}, "test")
+    with pytest.raises(Q.QuantizationError, match="toy.*tensors this graph lacks.*not-in-this-graph"):
+        Q.static_int8(model, "x", np.zeros((1, 4), np.float32), "toy")
+    assert onnx.load_from_string(model).graph.node[0].op_type == "Relu"
+
+
+def test_a_damaged_int8_graph_in_the_cache_is_made_again(tmp_path, monkeypatch, caplog):
+    from movie_genres.features.encoders import onnx_cache_path
+
+    monkeypatch.setenv("MOVIE_GENRES_CACHE", str(tmp_path))
+    enc = E.EfficientNetLiteEncoder(0, "full", precision="int8")
+    path = onnx_cache_path(enc)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not an onnx graph")
+    with caplog.at_level(logging.WARNING):
+        got = enc.encode(POSTERS[:2])
+    assert any("unusable" in r.getMessage() for r in caplog.records)
+    assert path.read_bytes() != b"not an onnx graph" and onnx_cache_path(enc, fp32=True).is_file()
+    np.testing.assert_allclose(got, get_encoder("effnet-lite0-int8").encode(POSTERS[:2]), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_an_int8_run_records_its_encoders_and_predicts_with_them(tiny_data, tiny_config, tmp_path, cache_dir):
+    from movie_genres import Predictor, train
+    from movie_genres.features.inputs import FeaturizerError
+
+    runs = {p: train("text", tiny_data, tmp_path / p, verbose=0, cache_dir=cache_dir, encoder_precision=p,
+                     **{k: v for k, v in tiny_config.items() if k != "verbose"}) for p in ("int8", "fp32")}
+    specs = {p: json.loads((run / "featurizer.json").read_text()) for p, run in runs.items()}
+    assert specs["int8"]["text_encoder"] == "minilm-int8" and specs["int8"]["precisions"] == {"minilm-int8": "int8"}
+    assert specs["int8"]["versions"]["minilm-int8"] == get_encoder("minilm-int8").version
+    assert specs["fp32"]["text_encoder"] == "minilm"  # not the int8 run's copy from the run cache
+    p = Predictor.load(runs["int8"])
+    assert p.featurizer.encoders == ["minilm-int8"]
+    text = "A retired hitman is pulled back in for one last job."
+    feats = p.featurizer.transform([None], [text], progress=False)[0]["text_features"]
+    np.testing.assert_allclose(feats[0], get_encoder("minilm-int8").encode([text])[0], atol=1e-6)
+    spec = dict(specs["int8"], versions={"minilm-int8": get_encoder("minilm").version})
+    (runs["int8"] / "featurizer.json").write_text(json.dumps(spec))
+    with pytest.raises(FeaturizerError, match="minilm-int8.*version differs"):
+        Predictor.load(runs["int8"])

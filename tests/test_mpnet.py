@@ -233,3 +233,21 @@ def test_mpnet_batch_invariance(encoder):
     assert encoder.encode([]).shape == (0, 768)
     with pytest.raises(TypeError, match="mpnet encodes strings"):
         encoder.encode([None])
+
+
+@pytest.mark.slow
+def test_mpnet_int8_is_quantized_close_to_fp32_and_batch_invariant(encoder, cache_dir):
+    import onnx
+
+    from movie_genres.features.encoders import onnx_cache_path
+
+    int8 = M.MPNetEncoder(cache_dir=cache_dir, precision="int8").load()
+    assert int8.name == "mpnet-int8" and int8.version.startswith(encoder.version + "-int8-") and int8.batch_size == 1
+    assert "MatMulInteger" in {n.op_type for n in onnx.load_from_string(onnx_cache_path(int8).read_bytes()).graph.node}
+    a, b = encoder.encode(TEXTS), int8.encode(TEXTS)
+    cos = (a * b).sum(1)  # both L2-normalised
+    assert cos.min() > 0.93 and cos.mean() > 0.96, cos
+    assert np.abs(a - b).max() > 1e-4
+    np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    one_by_one = np.concatenate([int8.encode([t]) for t in TEXTS])
+    np.testing.assert_allclose(one_by_one, b, atol=1e-5, rtol=0)

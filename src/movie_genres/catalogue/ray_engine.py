@@ -39,7 +39,7 @@ def start_ray(address: str | None):
         import ray
         import ray.data  # noqa: F401
     except ImportError:
-        raise EngineError("--engine ray needs Ray: pip install 'movie-genres[ray]'") from None
+        raise EngineError("--engine ray needs Ray: pip install -e '.[ray]' (in the project's folder)") from None
     if ray.is_initialized():
         return ray, False
     try:
@@ -85,10 +85,28 @@ def onnx_bytes(names: list[str]) -> dict[str, bytes]:
     return out
 
 
+def node_cpus(ray) -> int | None:
+    """The CPUs Ray gives the node this process runs on (None where Ray does not say)."""
+    try:
+        here = ray.get_runtime_context().get_node_id()
+        for node in ray.nodes():
+            if node.get("NodeID") == here:
+                cpus = node.get("Resources", {}).get("CPU")
+                return max(1, int(cpus)) if cpus else None
+    except Exception:  # an older or limited Ray: keep the planned count
+        return None
+    return None
+
+
 def prepare_actor(threads: int, onnx_ref) -> None:
-    """In an actor, before anything loads: its thread count, and the driver's ONNX bytes where this node lacks them."""
-    os.environ["MOVIE_GENRES_THREADS"] = str(threads)
+    """In an actor, before anything loads: its thread count, and the driver's ONNX bytes where this node lacks them.
+
+    The plan's threads come from the whole cluster's CPUs; an actor never runs more intra-op threads than its own
+    node has CPUs (a 1-CPU node of a 2-node cluster runs 1, not 2)."""
     import ray
+
+    threads = min(threads, node_cpus(ray) or threads)
+    os.environ["MOVIE_GENRES_THREADS"] = str(threads)
 
     from movie_genres.features.encoders import get_encoder, onnx_cache_path
     from movie_genres.io import write_bytes

@@ -204,9 +204,24 @@ class PretrainedFeatures:
         self.cache_dir, self.workers = cache_dir, workers
         self.write_cache = True
 
+    @staticmethod
+    def names_at(text_encoder: str | None, image_encoders, precision: str) -> tuple[str | None, tuple[str, ...]]:
+        """The encoder names that run ``text_encoder`` / ``image_encoders`` at ``precision`` (``encoder_precision``):
+        int8 encoders are their own names (``minilm-int8``), so featurizer.json records them and their versions."""
+        from movie_genres.features.encoders import with_precision
+
+        return (with_precision(text_encoder, precision) if text_encoder else None,
+                tuple(with_precision(e, precision) for e in image_encoders or ()))
+
     @property
     def encoders(self) -> list[str]:
         return ([self.text_encoder] if self.text_encoder else []) + list(self.image_encoders)
+
+    @property
+    def precisions(self) -> dict[str, str]:
+        from movie_genres.features.encoders import get_encoder
+
+        return {e: get_encoder(e).precision for e in self.encoders}
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -298,6 +313,7 @@ class PretrainedFeatures:
                 "text_encoder": self.text_encoder,
                 "image_encoders": list(self.image_encoders),
                 "versions": {e: get_encoder(e).version for e in self.encoders},
+                "precisions": self.precisions,  # for readers; the names and versions already say it
             },
         )
 

@@ -120,8 +120,8 @@ def make_featurizer(cfg: Config):
         return PosterPixels(cfg.image_size, cfg.cache_dir, cfg.workers)
     if kind == "tokens":
         return OverviewTokens(cfg.vocab_size, cfg.sequence_length)
-    text = cfg.text_encoder if kind in ("text", "both") else None
-    images = cfg.image_encoders if kind in ("image", "both") else ()
+    text, images = PretrainedFeatures.names_at(cfg.text_encoder if kind in ("text", "both") else None,
+                                               cfg.image_encoders if kind in ("image", "both") else (), cfg.encoder_precision)
     return PretrainedFeatures(text, images, cfg.cache_dir, cfg.workers)
 
 

@@ -61,34 +61,59 @@ def safe_name(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", s)
 
 
-def onnx_cache_path(encoder: "Encoder") -> Path:
-    """Where ``encoder``'s exported ONNX bytes are kept: ``<cache>/onnx/``, keyed by encoder name+version and the
-    torch and onnx versions that export it."""
+def onnx_cache_path(encoder: "Encoder", fp32: bool = False) -> Path:
+    """Where ``encoder``'s ONNX bytes are kept: ``<cache>/onnx/``, keyed by encoder name+version (which name the
+    precision) and the torch, onnx and onnxruntime versions that export / quantize it. ``fp32``: where the fp32 graph
+    an int8 encoder is made from is kept (the fp32 encoder's own file)."""
     from movie_genres.io import default_cache_dir
 
-    tag = f"{encoder.name}-{encoder.version}-torch{pkg_version('torch')}-onnx{pkg_version('onnx')}"
+    name, version = encoder.name, encoder.version
+    if fp32:
+        name, version = getattr(encoder, "fp32_name", name), getattr(encoder, "fp32_version", version)
+    tag = f"{name}-{version}-torch{pkg_version('torch')}-onnx{pkg_version('onnx')}"
+    if encoder.precision != "fp32" and not fp32:
+        tag += f"-ort{pkg_version('onnxruntime')}"  # the quantizer is part of onnxruntime
     return default_cache_dir() / "onnx" / f"{safe_name(tag)}.onnx"
+
+
+def _kept_bytes(path: Path, make, threads: int):
+    """(bytes, session) from ``path`` if they load, else from ``make()`` (then kept at ``path``, atomically; a
+    read-only cache was warned about once and only costs the next process the export)."""
+    from movie_genres.io import atomic_write, cache_writable
+
+    if path.is_file():
+        try:
+            data = path.read_bytes()
+            return data, ort_session(data, threads)
+        except Exception as exc:  # damaged or foreign: make again
+            log.warning("ONNX cache %s is unusable (%s); making it again", path, exc)
+    data = make()
+    try:
+        if cache_writable(path.parents[1]):
+            atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    except Exception as exc:  # a read-only cache only costs the next process the export
+        log.warning("cannot keep the ONNX model at %s: %s", path, exc)
+    return data, ort_session(data, threads)
 
 
 def cached_session(encoder: "Encoder", export):
     """An onnxruntime session for ``encoder`` from its ONNX bytes, exported once (``export()``) and kept at
     :func:`onnx_cache_path`: exporting costs seconds per process, so every later process (a Ray actor, a training
-    worker) loads the bytes instead. Bytes that do not load are exported again and replaced."""
-    from movie_genres.io import atomic_write, cache_writable
+    worker) loads the bytes instead. Bytes that do not load are exported again and replaced.
 
-    path = onnx_cache_path(encoder)
-    if path.is_file():
-        try:
-            return ort_session(path.read_bytes(), encoder.threads)
-        except Exception as exc:  # damaged or foreign: export again
-            log.warning("ONNX cache %s is unusable (%s); exporting again", path, exc)
-    onnx = export()
-    try:
-        if cache_writable(path.parents[1]):  # a read-only cache was warned about once; it only costs the export
-            atomic_write(path, lambda tmp: tmp.write_bytes(onnx))
-    except Exception as exc:  # a read-only cache only costs the next process the export
-        log.warning("cannot keep the exported ONNX model at %s: %s", path, exc)
-    return ort_session(onnx, encoder.threads)
+    An int8 encoder's graph is ``encoder.quantize(fp32 bytes)``, made once from the fp32 graph (itself exported once
+    and kept under the fp32 encoder's name) and kept under its own name and version."""
+    if encoder.precision == "fp32":
+        return _kept_bytes(onnx_cache_path(encoder), export, encoder.threads)[1]
+
+    def make() -> bytes:
+        fp32, _ = _kept_bytes(onnx_cache_path(encoder, fp32=True), export, 1)
+        t0 = time.perf_counter()
+        data = encoder.quantize(fp32)
+        log.info("made the int8 graph of %s in %.1fs", encoder.fp32_name, time.perf_counter() - t0)
+        return data
+
+    return _kept_bytes(onnx_cache_path(encoder), make, encoder.threads)[1]
 
 
 def export_onnx(module, example: tuple, input_names: list[str], dynamic_axes: dict) -> bytes:
@@ -175,11 +200,36 @@ class Encoder:
     dim: int = 0
     modality: str = ""  # "overview" | "poster"
     batch_size: int = 64  # default chunk for encode()
+    precision: str = "fp32"  # "fp32" | "int8" (set_precision)
+    int8_batch_size: int = 0  # batch for the int8 graph where it differs (0: batch_size)
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._loaded = False
         self.threads = default_threads()
+
+    def set_precision(self, precision: str) -> None:
+        """Call at the end of ``__init__``, after ``name`` and ``version`` are set. ``"int8"``: the encoder runs an
+        int8 graph made from its fp32 one (:meth:`quantize`), under the name ``<name>-int8`` and a version that ends
+        in ``-int8-<how>``, so its features are never mixed with the fp32 ones in a cache or a run."""
+        from movie_genres.features.encoders.quantize import PRECISIONS
+
+        if precision not in PRECISIONS:
+            raise ValueError(f"encoder precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.fp32_name, self.fp32_version = self.name, self.version
+        self.precision = precision
+        if precision == "int8":
+            self.name = f"{self.name}-int8"
+            self.version = f"{self.version}-int8-{self.int8_tag()}"
+            self.batch_size = self.int8_batch_size or self.batch_size
+
+    def int8_tag(self) -> str:
+        """How the int8 graph is made (part of the int8 version)."""
+        raise NotImplementedError(f"{type(self).__name__} has no int8 graph")
+
+    def quantize(self, fp32: bytes) -> bytes:
+        """The int8 graph made from the fp32 ONNX bytes ``fp32``."""
+        raise NotImplementedError(f"{type(self).__name__} has no int8 graph")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, version={self.version!r}, dim={self.dim})"

