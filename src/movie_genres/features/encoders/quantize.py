@@ -20,7 +20,7 @@ from typing import Iterable
 
 import numpy as np
 
-from movie_genres.config import ENCODER_PRECISIONS as PRECISIONS  # noqa: F401 - the one list, named here for the encoders
+PRECISIONS = ("fp32", "int8")  # encoder_precision's values (config.py reads them here)
 
 CALIBRATION_DIR = Path(__file__).parent / "calibration"
 
