@@ -239,3 +239,26 @@ def test_the_report_stays_readable_from_2_to_200_labels(tmp_path, n_labels):
     for name in ("confusion_matrices.png", "per_genre_f1.png", "thresholds.png", "reliability.png", "cooccurrence.png"):
         with Image.open(run / "plots" / name) as im:
             assert im.height < 3500, (name, im.size)  # no 200-row grids
+
+
+@pytest.mark.slow
+def test_a_40_label_taxonomy_trains_evaluates_and_beats_the_constant_answer(tmp_path, tiny_config, cache_dir):
+    vocabulary = ("dragon pirate robot wizard zombie knight cowboy alien vampire ninja detective astronaut chef "
+                  "dinosaur mermaid spy soldier boxer pianist farmer surgeon witch ghost shark tiger volcano train "
+                  "submarine castle desert jungle island prison casino circus hospital school church museum").split()
+    names = [f"Sujet {w.capitalize()} / thème" for w in vocabulary]
+    rng = np.random.default_rng(5)
+    films = []
+    for i in range(400):
+        picked = rng.choice(len(names), size=1 + int(rng.random() < 0.4), replace=False)
+        text = " and ".join(f"a {vocabulary[j]}" for j in picked)
+        films.append({"Id": f"s{i:04d}", "overview": f"A story of {text}.", "genres": [names[j] for j in picked]})
+    frame = pd.DataFrame(films)
+    train_path, other_path = tmp_path / "train.parquet", tmp_path / "other.parquet"
+    frame.iloc[:320].to_parquet(train_path, index=False)
+    frame.iloc[320:].to_parquet(other_path, index=False)
+    run = train("text", train_path, tmp_path / "run", cache_dir=cache_dir,
+                **{**tiny_config, "min_positives": 2, "epochs": 60, "patience": 10, "hidden_units": 64})
+    assert json.loads((run / "genres.json").read_text())["genres"] == sorted(names, key=str.casefold)
+    m = evaluate(run, other_path)
+    assert m["n_films"] == 80 and m["micro_f1"] > max(b["micro_f1"] for b in m["baselines"].values()) + 0.2
