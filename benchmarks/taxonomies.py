@@ -41,7 +41,7 @@ def relabel(data: Path, mapping: dict[str, str]) -> pd.DataFrame:
         labels = sorted({mapping[g] for g, v in zip(ds.genres, ds.labels[i]) if v and g in mapping})
         if labels:
             poster = ds.poster_paths[i]
-            rows.append({"Id": fid, "poster": str(poster) if poster else "", "overview": ds.overviews[i], "genres": labels})
+            rows.append({"Id": fid, "poster": str(poster.resolve()) if poster else "", "overview": ds.overviews[i], "genres": labels})
     return pd.DataFrame(rows)
 
 

@@ -346,7 +346,7 @@ def test_encode_fills_the_cache_train_reads(tiny_data, tmp_path, monkeypatch, ti
     assert first["encoders"]["minilm"]["encoded"] == distinct and first["not_encoded"] == {}
     assert mg.encode(data=tiny_data, encoders=["minilm"], progress=False)["encoders"]["minilm"]["encoded"] == 0
     monkeypatch.setattr(encoders.MiniLMEncoder, "_encode", lambda self, items: pytest.fail("train encoded again"))
-    run = mg.train("text", tiny_data, tmp_path / "text", cache_dir=str(tmp_path / "cache"), **tiny_config)
+    run = mg.train("text", tiny_data, tmp_path / "text", cache_dir=str(tmp_path / "cache"), encoder_precision="fp32", **tiny_config)
     assert (run / "model.keras").exists()
     with pytest.raises(ValueError, match="unknown encoder"):
         mg.encode(data=tiny_data, encoders=["minilmm"], progress=False)

@@ -86,6 +86,8 @@ def by_modality(prep: Prepared, model, thresholds) -> dict:
     vi = prep.inputs_of(va)
     both = (vi["has_overview"][:, 0] > 0) & (vi["has_poster"][:, 0] > 0)
     out = {}
+    if not both.any():  # no validation film has both inputs (a catalogue without posters): nothing to compare
+        return out
     for case, hide in (("poster + overview", None), ("poster only", "overview"), ("overview only", "poster")):
         x = {k: v[both].copy() for k, v in vi.items()}
         if hide == "overview":
