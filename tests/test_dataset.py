@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import synthetic_rows, write_dataset
+from conftest import shared_or_skip, synthetic_rows, write_dataset
 from movie_genres.data.dataset import DataError, default_data_dir, load_dataset, resolve_data_dir
 from movie_genres.data.split import stratified_split
 from movie_genres.features.posters import decode_posters
@@ -75,6 +75,18 @@ def test_a_verb_says_which_data_it_read_or_that_there_is_none(trained_runs, tmp_
     assert proc.returncode == 2 and proc.stdout == ""
     assert "no --data folder given and the default ../shared/data/multimodal-imdb" in proc.stderr
     assert str(tmp_path / "elsewhere" / "shared" / "data" / "multimodal-imdb") in proc.stderr and "pass --data DIR" in proc.stderr
+
+
+@pytest.mark.parametrize("env, outcome", [({}, pytest.skip.Exception), ({"CI": "true"}, pytest.fail.Exception),
+                                          ({"MOVIE_GENRES_REQUIRE_DATA": "1"}, pytest.fail.Exception)])
+def test_missing_shared_data_skips_here_and_fails_in_ci(tmp_path, tiny_data, monkeypatch, env, outcome):
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("MOVIE_GENRES_REQUIRE_DATA", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(outcome, match="shared dataset not found"):
+        shared_or_skip(tmp_path / "nowhere")
+    assert shared_or_skip(tiny_data) == tiny_data
 
 
 def test_missing_columns_is_an_error(tmp_path):

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import average_precision_score, f1_score
 
 from conftest import synthetic_rows, write_dataset
 from movie_genres import GenreClassifier, Predictor, evaluate, train
@@ -22,10 +23,20 @@ def test_run_folder_is_complete(trained_runs, model):
     assert RUN_FILES <= {p.name for p in run.iterdir()}
     assert {p.name for p in (run / "plots").iterdir()} >= {"learning_curves.png", "confusion_matrices.png", "cooccurrence.png", "per_genre_f1.png"}
     m = json.loads((run / "metrics.json").read_text())
-    for key in ("micro_f1", "macro_f1", "weighted_f1", "samples_f1", "micro_precision", "micro_recall", "map_macro"):
-        assert 0 <= m["tuned"][key] <= 1 and 0 <= m["at_0_5"][key] <= 1
-    assert set(m["baselines"]) == {"always Drama", "always Drama + Comedy"}
     genres = json.loads((run / "genres.json").read_text())
+    # metrics.json is what scikit-learn gives on the saved validation predictions
+    preds = pd.read_csv(run / "val_predictions.csv")
+    y = preds[[f"true_{g}" for g in genres["genres"]]].to_numpy()
+    prob = preds[[f"prob_{g}" for g in genres["genres"]]].to_numpy()
+    scored = np.array(genres["trained"]) & (y.sum(axis=0) > 0)
+    assert m["evaluated_genres"] == [g for g, k in zip(genres["genres"], scored) if k]
+    y, prob = y[:, scored], prob[:, scored]
+    assert m["at_0_5"]["micro_f1"] == pytest.approx(f1_score(y, (prob >= 0.5).astype(int), average="micro", zero_division=0), abs=1e-4)
+    assert m["at_0_5"]["map_macro"] == pytest.approx(average_precision_score(y, prob, average="macro"), abs=1e-4)
+    drama = np.zeros_like(y)
+    drama[:, m["evaluated_genres"].index("Drama")] = 1
+    assert m["baselines"]["always Drama"]["micro_f1"] == pytest.approx(f1_score(y, drama, average="micro", zero_division=0), abs=1e-4)
+    assert set(m["baselines"]) == {"always Drama", "always Drama + Comedy"}
     assert len(genres["genres"]) == 25 and "Western" in genres["excluded"]  # never present in the synthetic data
     hist = pd.read_csv(run / "history.csv")
     assert {"loss", "val_loss", "precision", "val_precision", "auc"} <= set(hist.columns) and len(hist) == 2
