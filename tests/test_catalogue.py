@@ -336,20 +336,54 @@ def test_exported_onnx_is_kept_and_loaded_by_later_processes(tmp_path, monkeypat
     assert "unusable" in caplog.text and path.stat().st_size > 1000
 
 
-def test_encode_fills_the_cache_train_reads(tiny_data, tmp_path, monkeypatch, tiny_config):
+def _exif_rotated_jpeg() -> bytes:
+    """A poster stored on its side with an EXIF 'rotate 90' tag (open_poster turns it upright)."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.new("RGB", (80, 40), (200, 30, 30)).save(buf, "JPEG", quality=90, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+def test_encode_fills_the_cache_train_reads(tmp_path, monkeypatch, tiny_config):
+    """Overviews and posters (an EXIF-rotated one included) are cached by encode under the keys training looks up:
+    training then encodes nothing, and every key encode wrote is one of training's."""
+    import hashlib
+
     import movie_genres as mg
     from movie_genres.features import encoders
 
-    monkeypatch.setenv("MOVIE_GENRES_CACHE", str(tmp_path / "cache"))
-    first = mg.encode(data=tiny_data, encoders=["minilm"], progress=False)
-    distinct = len({r["Overview"] for r in synthetic_rows(60)})
-    assert first["encoders"]["minilm"]["encoded"] == distinct and first["not_encoded"] == {}
-    assert mg.encode(data=tiny_data, encoders=["minilm"], progress=False)["encoders"]["minilm"]["encoded"] == 0
-    monkeypatch.setattr(encoders.MiniLMEncoder, "_encode", lambda self, items: pytest.fail("train encoded again"))
-    run = mg.train("text", tiny_data, tmp_path / "text", cache_dir=str(tmp_path / "cache"), encoder_precision="fp32", **tiny_config)
-    assert (run / "model.keras").exists()
+    rows = synthetic_rows(60)
+    turned = rows[0]["Id"]
+    data = write_dataset(tmp_path / "data", rows, posters={turned: _exif_rotated_jpeg()})
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MOVIE_GENRES_CACHE", str(cache))
+    names = ["minilm", "effnet-lite0"]
+    first = mg.encode(data=data, encoders=names, progress=False)
+    distinct = len({r["Overview"] for r in rows})
+    assert first["encoders"]["minilm"]["encoded"] == distinct and first["encoders"]["effnet-lite0"]["encoded"] == len(rows)
+    assert first["not_encoded"] == {}
+    again = mg.encode(data=data, encoders=names, progress=False)["encoders"]
+    assert again["minilm"]["encoded"] == again["effnet-lite0"]["encoded"] == 0
+
+    # the keys training computes (cached_features keys a poster file by encoders.content_key(path, "poster"))
+    posters = sorted((data / "Images").glob("*.jpg"))
+    train_keys = {"minilm": {encoders.content_key(r["Overview"]) for r in rows},
+                  "effnet-lite0": {encoders.content_key(p, "poster") for p in posters}}
+    for name in names:
+        written = set(encoders.load_cache(encoders.get_encoder(name), cache)[0].tolist())
+        assert written == train_keys[name], name
+    turned_bytes = (data / "Images" / f"{turned}.jpg").read_bytes()
+    assert encoders.content_key(turned_bytes, "poster") != hashlib.sha256(turned_bytes).hexdigest()  # EXIF-tagged key
+
+    monkeypatch.setattr(encoders.MiniLMEncoder, "_encode", lambda self, items: pytest.fail("train encoded overviews again"))
+    monkeypatch.setattr(encoders.EfficientNetLiteEncoder, "_encode", lambda self, items: pytest.fail("train encoded posters again"))
+    for model in ("text", "image"):
+        run = mg.train(model, data, tmp_path / model, cache_dir=str(cache), image_encoders=("effnet-lite0",),
+                       encoder_precision="fp32", **tiny_config)
+        assert (run / "model.keras").exists()
     with pytest.raises(ValueError, match="unknown encoder"):
-        mg.encode(data=tiny_data, encoders=["minilmm"], progress=False)
+        mg.encode(data=data, encoders=["minilmm"], progress=False)
 
 
 def cli(*args):

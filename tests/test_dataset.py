@@ -3,14 +3,18 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import os
+import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import synthetic_rows, write_dataset
-from movie_genres.data.dataset import DataError, load_dataset
+from conftest import shared_or_skip, synthetic_rows, write_dataset
+from movie_genres.data.dataset import DataError, default_data_dir, load_dataset, resolve_data_dir
 from movie_genres.data.split import stratified_split
 from movie_genres.features.posters import decode_posters
 
@@ -35,6 +39,55 @@ def test_missing_folder_and_csv_say_what_is_expected(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="has no IMDB_overview_genres.csv"):
         load_dataset(tmp_path / "empty")
+
+
+def test_the_default_data_folder_is_relative_to_the_working_directory_only(tmp_path, monkeypatch, tiny_data):
+    """``../shared/data/multimodal-imdb`` from the working directory, never a folder found higher up."""
+    checkout = tmp_path / "work" / "repo"
+    (tmp_path / "work" / "shared" / "data").mkdir(parents=True)
+    (tmp_path / "work" / "shared" / "data" / "multimodal-imdb").symlink_to(tiny_data, target_is_directory=True)
+    (checkout / "src" / "deeper").mkdir(parents=True)
+    monkeypatch.chdir(checkout)
+    assert resolve_data_dir(None) == default_data_dir() == (tmp_path / "work" / "shared" / "data" / "multimodal-imdb").resolve()
+    assert len(load_dataset()) == 60
+    monkeypatch.chdir(checkout / "src" / "deeper")  # the data is two folders up: not looked for there
+    with pytest.raises(DataError, match=r"no --data folder given and the default \.\./shared/data/multimodal-imdb .*"
+                                        r"has no IMDB_overview_genres\.csv; pass --data DIR"):
+        load_dataset()
+
+
+def _cli(*args, cwd):
+    env = {**os.environ, "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "torch")}
+    return subprocess.run([sys.executable, "-m", "movie_genres", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+
+
+def test_a_verb_says_which_data_it_read_or_that_there_is_none(trained_runs, tmp_path):
+    run, data = trained_runs["bilstm"], trained_runs["data"]
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    (tmp_path / "shared" / "data" / "multimodal-imdb").symlink_to(data, target_is_directory=True)
+    (tmp_path / "repo").mkdir()
+    proc = _cli("evaluate", run, cwd=tmp_path / "repo")  # no --data: the default, next to the working directory
+    assert proc.returncode == 0, proc.stderr
+    assert f"INFO data: {data.resolve()} (80 usable films)" in proc.stderr.splitlines()
+    assert json.loads(proc.stdout)["n_films"] == 80
+    lone = tmp_path / "elsewhere" / "repo"  # no ../shared next to it
+    lone.mkdir(parents=True)
+    proc = _cli("evaluate", run, cwd=lone)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "no --data folder given and the default ../shared/data/multimodal-imdb" in proc.stderr
+    assert str(tmp_path / "elsewhere" / "shared" / "data" / "multimodal-imdb") in proc.stderr and "pass --data DIR" in proc.stderr
+
+
+@pytest.mark.parametrize("env, outcome", [({}, pytest.skip.Exception), ({"CI": "true"}, pytest.fail.Exception),
+                                          ({"MOVIE_GENRES_REQUIRE_DATA": "1"}, pytest.fail.Exception)])
+def test_missing_shared_data_skips_here_and_fails_in_ci(tmp_path, tiny_data, monkeypatch, env, outcome):
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("MOVIE_GENRES_REQUIRE_DATA", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(outcome, match="shared dataset not found"):
+        shared_or_skip(tmp_path / "nowhere")
+    assert shared_or_skip(tiny_data) == tiny_data
 
 
 def test_missing_columns_is_an_error(tmp_path):

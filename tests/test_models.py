@@ -72,9 +72,15 @@ def test_bilstm_default_and_original_stack():
     assert original.get_layer("embedding").output_dim == 256 and original.get_layer("embedding").input_dim == 10_000
     stacked = build_bilstm(vocab_size=50, sequence_length=10, embedding_dim=8, lstm_units=(8, 4), recurrent_dropout=0.2)
     assert [layer.name for layer in stacked.layers if isinstance(layer, keras.layers.Bidirectional)] == ["bilstm1", "bilstm2"]
-    ids = np.array([[3, 4, 5, 0, 0, 0, 0, 0, 0, 0]], "int32")
+    assert tuple(stacked.get_layer("bilstm1").output.shape) == (None, None, 16)  # the first passes its sequence on
+    assert tuple(stacked.get_layer("bilstm2").output.shape) == (None, 8)
+    ids = np.array([[3, 4, 5, 0, 0, 0, 0, 0, 0, 0], [9, 8, 7, 6, 5, 4, 0, 0, 0, 0]], "int32")
     out = keras.ops.convert_to_numpy(model(ids))
-    assert out.shape == (1, 25) and ((out > 0) & (out < 1)).all()
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(ids[1:])), out[1:], atol=1e-6)  # a film's answer is its own
+    # 25 independent genre probabilities: the sigmoid of the last layer's logits, one per genre
+    hidden = keras.ops.convert_to_numpy(keras.Model(model.inputs, model.get_layer("dense").output)(ids))
+    w, b = model.get_layer("genres").get_weights()
+    np.testing.assert_allclose(out, 1 / (1 + np.exp(-(hidden @ w + b))), atol=1e-5)
 
 
 def test_bilstm_ignores_padding_so_batches_can_be_trimmed():

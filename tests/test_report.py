@@ -121,14 +121,53 @@ def _cards(html: str) -> dict[str, str]:
     return {unescape(fid): body for fid, body in cards}
 
 
-def test_run_plots_are_valid_pngs(world):
+def _drawn(monkeypatch) -> dict:
+    """Record each figure write_run_plots saves (file name -> matplotlib Figure), still saving it."""
+    from movie_genres.reporting import plots
+
+    figures, save = {}, plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (figures.__setitem__(path.name, fig), save(fig, path))[1])
+    return figures
+
+
+def test_run_plots_draw_the_runs_numbers(world, monkeypatch):
+    """Each plot shows the run's own numbers (a blank or wrong plot fails), and is a valid PNG."""
+    from sklearn.metrics import f1_score, multilabel_confusion_matrix
+
+    from movie_genres.reporting.plots import load_run
+
     _, _, _, run_a, run_b = world
-    for run in (run_a, run_b):  # 3-epoch and 1-epoch histories
-        paths = write_run_plots(run)
+    for run_dir in (run_a, run_b):  # 3-epoch and 1-epoch histories
+        figures = _drawn(monkeypatch)
+        paths = write_run_plots(run_dir)
         assert sorted(p.name for p in paths) == sorted(
             ["learning_curves.png", "confusion_matrices.png", "cooccurrence.png", "per_genre_f1.png"])
         for p in paths:
-            assert p.parent == run / "plots" and _is_png(p)
+            assert p.parent == run_dir / "plots" and _is_png(p)
+        run, history = load_run(run_dir), pd.read_csv(run_dir / "history.csv")
+
+        curves = {ax.get_title(): {line.get_label(): line.get_ydata() for line in ax.get_lines()}
+                  for ax in figures["learning_curves.png"].axes if ax.get_lines()}
+        assert set(curves) == {"loss", "precision"}
+        for metric, lines in curves.items():
+            np.testing.assert_allclose(lines["train"], history[metric])
+            np.testing.assert_allclose(lines["validation"], history[f"val_{metric}"])
+
+        cms = multilabel_confusion_matrix(run.y_true, run.decide())
+        panels = {ax.get_title().split()[0]: ax.images[0].get_array() for ax in figures["confusion_matrices.png"].axes if ax.images}
+        assert set(panels) == set(USED)
+        for genre, shown in panels.items():
+            np.testing.assert_array_equal(shown, cms[GENRES.index(genre)])
+
+        mesh = figures["cooccurrence.png"].axes[0].collections[0].get_array()
+        present = [GENRES.index(g) for g in GENRES if g in USED]
+        co = run.y_true[:, present].T @ run.y_true[:, present]
+        np.testing.assert_array_equal(np.ma.compressed(mesh), co[np.tril_indices_from(co)])  # pairs and films per genre
+
+        ax = figures["per_genre_f1.png"].axes[0]
+        tuned_bars = {t.get_text().split()[0]: bar.get_width() for t, bar in zip(ax.get_yticklabels(), ax.containers[0])}
+        tuned = f1_score(run.y_true, run.decide(), average=None, zero_division=0)
+        assert tuned_bars == pytest.approx({g: tuned[GENRES.index(g)] for g in USED})
     assert not list((run_a / "plots").glob(".*tmp*")), "atomic_write leaves no temporary files"
 
 

@@ -4,12 +4,12 @@ The same reader and the same Ray pipeline as ``predict``: films are read in part
 (``open_poster``, as one-film predict and the encoders read a poster file: the same pixels) and encoded ``batch_size``
 at a time, here or on Ray actors; the driver adds the new rows to the cache (``add_to_cache``) at most once a minute and
 at the end, so a large training set can be encoded on a cluster and the heads trained on one machine. Rows are keyed
-as training keys them: an overview by its (stripped) text, a poster by its file's bytes. What is cached already is not
+as training keys them (``content_key``, the one key function): an overview by its (stripped) text, a poster by its
+file's bytes (and whether its EXIF orientation turns it). What is cached already is not
 encoded again, so an interrupted ``encode`` run again continues.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections import Counter
@@ -36,11 +36,6 @@ def default_encoders() -> list[str]:
     return [e for e in [text, *images] if e]
 
 
-def poster_key(data: bytes) -> str:
-    """A poster file's cache key: the sha256 of its bytes, as ``content_key`` computes it for a poster path."""
-    return hashlib.sha256(data).hexdigest()
-
-
 class RowEncoder:
     """Rows of a catalogue (``read.INPUT_SCHEMA``) -> feature rows not in ``known`` yet, and counts (``ROWS_SCHEMA``)."""
 
@@ -56,8 +51,10 @@ class RowEncoder:
         """(key, image) for a poster some encoder still lacks, (key, None) if all have it; PosterError otherwise."""
         if source is None:
             raise PosterError("no poster", "")
+        from movie_genres.features.encoders import content_key
+
         data = read_poster(source)
-        key = poster_key(data)
+        key = content_key(data, "poster")  # the key training looks the file up by
         if all(key in self.known[e.name] for e in wanted):
             return key, None
         return key, open_poster(data)

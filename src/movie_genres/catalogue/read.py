@@ -33,7 +33,7 @@ from urllib.parse import urlparse
 import pyarrow as pa
 
 from movie_genres.catalogue.errors import CatalogueError
-from movie_genres.data.dataset import CSV_NAME, IMAGES_DIR, is_file_name
+from movie_genres.data.dataset import CSV_NAME, IMAGES_DIR, announce_data, is_file_name
 from movie_genres.features.posters import PosterError
 
 POSTER_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -50,6 +50,9 @@ FORMAT_HELP = (
     "or a folder of poster images), or --manifest FILE.csv|FILE.parquet with columns Id, poster, overview "
     "(poster: a path relative to the manifest, absolute, or a URI; either poster or overview may be missing)"
 )
+
+
+KINDS = {"dataset": "dataset folder", "posters": "folder of posters", "manifest": "manifest"}
 
 
 @dataclass
@@ -251,6 +254,12 @@ def _check_types(path: Path, schema: pa.Schema, columns: dict) -> None:
 
 def open_catalogue(data: str | Path | None = None, manifest: str | Path | None = None) -> Catalogue:
     """Open and check a catalogue: exactly one of ``data`` (a folder) and ``manifest`` (a CSV or Parquet file)."""
+    catalogue = _open(data, manifest)
+    announce_data(catalogue.path, KINDS[catalogue.kind])
+    return catalogue
+
+
+def _open(data, manifest) -> Catalogue:
     if (data is None) == (manifest is None):
         raise CatalogueError(f"give one catalogue: {FORMAT_HELP}")
     if data is not None:

@@ -76,22 +76,22 @@ class DataError(ValueError):
     """The dataset folder or its CSV cannot be used at all."""
 
 
-def default_data_dir() -> Path | None:
-    """The development copy next to the project (``../shared/data/multimodal-imdb``), if it exists."""
-    here = Path.cwd()
-    for base in (here, *here.parents, *Path(__file__).resolve().parents):
-        cand = base / "shared" / "data" / "multimodal-imdb"
-        if (cand / CSV_NAME).exists():
-            return cand
-    return None
+DEFAULT_DATA = Path("..") / "shared" / "data" / "multimodal-imdb"  # relative to the working directory
+
+
+def default_data_dir() -> Path:
+    """The folder read when no data folder is given: ``../shared/data/multimodal-imdb`` relative to the working
+    directory (the development copy next to a checkout run from its root), absolute; it may not exist."""
+    return (Path.cwd() / DEFAULT_DATA).resolve()
 
 
 def resolve_data_dir(data_dir: str | Path | None) -> Path:
     """Return ``data_dir`` or the default folder; raise :class:`DataError` saying what is expected."""
     if data_dir is None:
         found = default_data_dir()
-        if found is None:
-            raise DataError(f"no --data folder given and ../shared/data/multimodal-imdb was not found; expected {FORMAT_HELP}")
+        if not (found / CSV_NAME).is_file():
+            raise DataError(f"no --data folder given and the default {DEFAULT_DATA.as_posix()} (relative to the working "
+                            f"directory: {found}) has no {CSV_NAME}; pass --data DIR (data= in Python): expected {FORMAT_HELP}")
         return found
     path = Path(data_dir)
     if path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES:
@@ -101,6 +101,11 @@ def resolve_data_dir(data_dir: str | Path | None) -> Path:
     if not (path / CSV_NAME).is_file():
         raise DataError(f"{path} has no {CSV_NAME}; expected {FORMAT_HELP}")
     return path
+
+
+def announce_data(path: str | Path, what: str) -> None:
+    """Log the ``data: <absolute path> (<what>)`` line that says which data a command reads."""
+    log.info("data: %s (%s)", Path(path).expanduser().resolve(), what)
 
 
 @dataclass
@@ -176,7 +181,7 @@ def load_dataset(data_dir: str | Path | None = None, require: tuple[str, ...] = 
 
     Args:
         data_dir: folder with ``IMDB_overview_genres.csv`` and ``Images/``, or a ``.csv`` / ``.parquet`` manifest;
-            None = the shared development copy.
+            None = :func:`default_data_dir`.
         require: modalities a film must have to be kept ("poster", "overview"); films missing one are counted as skipped.
             With ``require=()`` a film is kept if it has at least one modality.
         label_column: a manifest's column of label lists (Parquet ``list<string>``; in a CSV ``A|B``, or a JSON /
@@ -308,7 +313,7 @@ class _Rows:
             log.warning("%s", msg)
         if len(ds) == 0:
             raise DataError(f"no usable film in {root if root.is_file() else root / CSV_NAME}: {dict(ds.skipped)}")
-        log.info("%s: %s", root, ds.summary())
+        announce_data(root, ds.summary())
         return ds
 
 
