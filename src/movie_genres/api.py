@@ -187,7 +187,7 @@ def predict(run_dir, poster=None, overview: str | None = None, threshold=None, t
 
 def predict_batch(run_dir, data=None, manifest=None, output=None, engine: str = "local", batch_size: int = 64,
                   actors: int | None = None, address: str | None = None, progress: bool = True, threshold=None,
-                  top_k: int | None = None, review_band: float = 0.05) -> dict:
+                  top_k: int | None = None, review_band: float | None = None) -> dict:
     """Tag a whole catalogue: one row per film in ``output`` (.parquet or .csv); returns the summary.
 
     ``data``: a dataset-format folder (genre columns optional) or a folder of posters; ``manifest``: a CSV or Parquet
@@ -201,7 +201,7 @@ def predict_batch(run_dir, data=None, manifest=None, output=None, engine: str = 
     from movie_genres.catalogue.job import predict_catalogue
 
     return predict_catalogue(run_dir, data, manifest, output, engine, batch_size, actors, address, progress,
-                             threshold=threshold, top_k=top_k, review_band=review_band)
+                             threshold=threshold, top_k=top_k, **({} if review_band is None else {"review_band": review_band}))
 
 
 def encode(data=None, manifest=None, encoders=None, engine: str = "local", batch_size: int = 64,

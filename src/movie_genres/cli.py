@@ -80,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--threshold", help="decide at another threshold than the run's: a number for every label, f1, "
                     "precision:P or recall:R (tuned on the run's validation predictions); no retraining")
     pr.add_argument("--top-k", type=int, metavar="K", help="at most the K most probable of the decided labels")
-    pr.add_argument("--review-band", type=float, default=0.05, metavar="B", help="catalogue: list labels within B of "
+    pr.add_argument("--review-band", type=float, metavar="B", help="catalogue: list labels within B of "
                     "their threshold in the review column (default 0.05)")
     _catalogue_options(pr, "predict")
 

@@ -29,11 +29,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from movie_genres.catalogue.batch import REVIEW_BAND
 from movie_genres.catalogue.errors import OutputBusy, OutputIncomplete, OutputMismatch
 from movie_genres.io import _clear_errors, atomic_write, read_json, write_json
 from movie_genres.runs import Run
 
 STAMP_FORMAT = 1
+DEFAULT_DECISIONS = {"review_band": REVIEW_BAND}  # the catalogue's own decision settings: not in the stamp
 FORMATS = (".parquet", ".csv")
 
 
@@ -42,8 +44,9 @@ def run_fingerprint(run_dir: Path, decisions: dict | None = None) -> dict:
     predict-time decision settings: another threshold, top-k or review band gives other rows)."""
     run = Run(run_dir)
     h = hashlib.sha256()
-    if decisions:
-        h.update(json.dumps(decisions, sort_keys=True).encode() + b"\0")
+    changed = {k: v for k, v in (decisions or {}).items() if v is not None and v != DEFAULT_DECISIONS.get(k)}
+    if changed:
+        h.update(json.dumps(changed, sort_keys=True).encode() + b"\0")
     for path in run.answer_files():
         h.update(path.name.encode() + b"\0")
         with open(path, "rb") as fh:
