@@ -23,6 +23,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold
 
 BINS = 10
+MIN_EACH = 20  # a label is calibrated only with at least this many validation films with it and without it
+MAX_SLOPE = 10.0  # a steeper map would squash a label's probabilities to 0 or 1 (a small, separable validation split)
 EPS = 1e-6  # the model's probabilities are read as logits clipped here
 Z_MAX = 30.0  # calibrated logits are kept within +-30, so a calibrated probability turns back into the model's exactly
 
@@ -54,11 +56,12 @@ def _logit(p: np.ndarray, eps: float = EPS) -> np.ndarray:
 
 
 def _fit_platt(y: np.ndarray, p: np.ndarray) -> tuple[float, float] | None:
-    if y.min() == y.max():
+    if min(int(y.sum()), int(len(y) - y.sum())) < 2:
         return None
-    lr = LogisticRegression(C=1e4, max_iter=1000).fit(_logit(p)[:, None], y)
+    lr = LogisticRegression(max_iter=1000).fit(_logit(p)[:, None], y)
     a, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
-    return (a, b) if a > 1e-3 else None  # only increasing maps keep the label's order (and its decisions)
+    # only increasing maps keep the label's order (and its decisions); none so steep that it saturates
+    return (a, b) if 1e-3 < a <= MAX_SLOPE else None
 
 
 def apply_platt(p: np.ndarray, a: float, b: float) -> np.ndarray:
@@ -76,7 +79,7 @@ def fit_calibration(genres: list[str], y_true: np.ndarray, y_prob: np.ndarray, t
     n = len(y)
     splits = list(KFold(folds, shuffle=True, random_state=seed).split(np.arange(n))) if n >= 2 * folds else []
     for j in np.flatnonzero(np.asarray(trained, dtype=bool)):
-        if not splits or y[:, j].min() == y[:, j].max():
+        if not splits or min(int(y[:, j].sum()), int(n - y[:, j].sum())) < MIN_EACH:
             continue
         crossed = p[:, j].copy()
         for fit_idx, score_idx in splits:
