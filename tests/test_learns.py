@@ -1,5 +1,5 @@
 """Every model learns: on the learnable synthetic set (overview words and poster colour follow the genres) each one
-beats the constant answer "always Drama + Comedy" by a clear margin on its validation split, and the same models on
+beats the best constant answer ("always" the most common label or two) by a clear margin on its validation split, and the same models on
 labels shuffled against their inputs do not. Tuned micro-F1 is cross-fitted, so the margin is not a tuning artefact.
 
 On this set (five genres, 1.3 per film) answering every genre for every film scores about 0.4 micro-F1 against the
@@ -28,7 +28,7 @@ SETTINGS = dict(epochs=15, patience=5, batch_size=16, image_size=32, vocab_size=
 def _scores(run) -> tuple[float, float]:
     m = json.loads((run / "metrics.json").read_text())
     assert m["split"] == "validation" and 0.15 * N_FILMS <= m["n_films"] <= 0.25 * N_FILMS
-    return m["tuned"]["micro_f1"], m["baselines"]["always Drama + Comedy"]["micro_f1"]
+    return m["tuned"]["micro_f1"], max(b["micro_f1"] for b in m["baselines"].values())  # the best constant answer
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ EVERY_MODEL = [m if m in ORIGINAL else pytest.param(m, marks=pytest.mark.slow) f
 @pytest.mark.parametrize("model", EVERY_MODEL)
 def test_model_beats_the_constant_answer(model, trained):
     tuned, baseline = _scores(trained(model))
-    assert tuned >= baseline + MARGIN, f"{model}: micro-F1 {tuned:.3f} vs always Drama + Comedy {baseline:.3f}"
+    assert tuned >= baseline + MARGIN, f"{model}: micro-F1 {tuned:.3f} vs the best constant answer {baseline:.3f}"
 
 
 @pytest.mark.parametrize("model", EVERY_MODEL)
@@ -100,4 +100,4 @@ def test_a_poster_as_path_bytes_or_image_gets_the_same_answer(model, trained, le
 def test_shuffled_labels_do_not_beat_it(model, shuffled, tmp_path, cache_dir):
     """The control: trained the same way on inputs that say nothing about the labels, a model stays near the baseline."""
     tuned, baseline = _scores(train(model, shuffled, tmp_path / model, cache_dir=cache_dir, **SETTINGS))
-    assert tuned < baseline + MARGIN, f"shuffled labels, {model}: micro-F1 {tuned:.3f} vs always Drama + Comedy {baseline:.3f}"
+    assert tuned < baseline + MARGIN, f"shuffled labels, {model}: micro-F1 {tuned:.3f} vs the best constant answer {baseline:.3f}"
