@@ -87,6 +87,9 @@ class FakePredictor:
     def predict_many(self, items: list[tuple[Image.Image | None, str | None]]) -> list[dict[str, Any]]:
         return [self.predict_one(poster, overview) for poster, overview in items]
 
+    def with_decisions(self, threshold=None, top_k=None):
+        return self
+
     def decide(self, probs):
         """predict_one's rule: every genre at 0.5 or over, else the top one."""
         from movie_genres.evaluation.metrics import decide

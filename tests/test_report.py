@@ -141,9 +141,10 @@ def test_run_plots_draw_the_runs_numbers(world, monkeypatch):
         figures = _drawn(monkeypatch)
         paths = write_run_plots(run_dir)
         assert sorted(p.name for p in paths) == sorted(
-            ["learning_curves.png", "confusion_matrices.png", "cooccurrence.png", "per_genre_f1.png"])
+            ["learning_curves.png", "confusion_matrices.png", "cooccurrence.png", "per_genre_f1.png", "thresholds.png",
+             "reliability.png", "per_label.csv"])
         for p in paths:
-            assert p.parent == run_dir / "plots" and _is_png(p)
+            assert p.parent == run_dir / "plots" and (_is_png(p) or p.suffix == ".csv")
         run, history = load_run(run_dir), pd.read_csv(run_dir / "history.csv")
 
         curves = {ax.get_title(): {line.get_label(): line.get_ydata() for line in ax.get_lines()}
@@ -175,8 +176,9 @@ def test_run_plots_without_history(world, tmp_path):
     _, _, df, _, _ = world
     run = make_run(tmp_path, "run_head", "text", df, seed=5, micro_f1=0.5, history_rows=None)
     paths = write_run_plots(run)
-    assert {p.name for p in paths} == {"confusion_matrices.png", "cooccurrence.png", "per_genre_f1.png"}
-    assert all(_is_png(p) for p in paths)
+    assert {p.name for p in paths} == {"confusion_matrices.png", "cooccurrence.png", "per_genre_f1.png", "thresholds.png",
+                                       "reliability.png", "per_label.csv"}
+    assert all(_is_png(p) for p in paths if p.suffix == ".png")
 
 
 def test_samples_page_lines_up_by_id(world, tmp_path):
@@ -267,8 +269,8 @@ def test_report_compares_runs_and_marks_best(world, tmp_path):
     # the co-occurrence plot (the same validation films for both runs) once, outside the runs; 3 plots in each run
     shared = html.split('id="shared-plots"')[1].split('id="runs"')[0]
     assert shared.count("data:image/png;base64,") == 1 and 'alt="cooccurrence.png"' in shared
-    assert all(body.count("data:image/png;base64,") == 3 and "cooccurrence" not in body for body in sections.values())
-    assert html.count("data:image/png;base64,") == 1 + 1 + 2 * 3  # chart, shared plot, the runs' own
+    assert all(body.count("data:image/png;base64,") == 5 and "cooccurrence" not in body for body in sections.values())
+    assert html.count("data:image/png;base64,") == 1 + 1 + 2 * 5  # chart, shared plot, the runs' own
     assert (run_a / "plots" / "per_genre_f1.png").is_file()
     cards = _cards(html)
     assert cards and all('data-run="cnn"' in c and 'data-run="late"' in c for c in cards.values())
@@ -281,7 +283,7 @@ def test_report_without_data_dir_or_plots(tmp_path):
     run = make_run(tmp_path, "r", "text", df, seed=6, micro_f1=0.5, history_rows=None, cross_fitted=False)
     html = write_report([run], tmp_path / "out" / "r.html").read_text()
     assert "The metrics of text do not say that their thresholds were cross-fitted" in html
-    assert 'id="samples"' not in html and html.count("data:image/png;base64,") == 1 + 3  # the chart, and its 3 plots
+    assert 'id="samples"' not in html and html.count("data:image/png;base64,") == 1 + 5  # the chart, and its 5 plots
     assert 'id="shared-plots"' not in html  # one run: nothing to share
     assert "no learning curves" in html
 
