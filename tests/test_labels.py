@@ -262,3 +262,19 @@ def test_a_40_label_taxonomy_trains_evaluates_and_beats_the_constant_answer(tmp_
     assert json.loads((run / "genres.json").read_text())["genres"] == sorted(names, key=str.casefold)
     m = evaluate(run, other_path)
     assert m["n_films"] == 80 and m["micro_f1"] > max(b["micro_f1"] for b in m["baselines"].values()) + 0.2
+
+
+def test_the_shared_imdb_folder_reads_as_it_always_did(shared_data):
+    """The default path does not move: the folder reader finds the 25 IMDb columns, in their order, with the one-hot
+    values of the CSV, and the Genre lists agree with them (no row dropped for disagreeing)."""
+    import csv
+
+    from movie_genres.data.dataset import GENRES
+
+    ds = load_dataset(shared_data)
+    assert ds.genres == list(GENRES)
+    with open(shared_data / "IMDB_overview_genres.csv", encoding="utf-8") as f:
+        rows = {r["Id"]: r for r in csv.DictReader(f)}
+    for i in range(0, len(ds), 97):
+        assert [int(v) for v in ds.labels[i]] == [int(rows[ds.ids[i]][g]) for g in GENRES]
+    assert "Genre disagrees with one-hot columns" not in ds.skipped
