@@ -66,13 +66,18 @@ def test_a_verb_says_which_data_it_read_or_that_there_is_none(trained_runs, tmp_
     (tmp_path / "shared" / "data").mkdir(parents=True)
     (tmp_path / "shared" / "data" / "multimodal-imdb").symlink_to(data, target_is_directory=True)
     (tmp_path / "repo").mkdir()
-    proc = _cli("evaluate", run, cwd=tmp_path / "repo")  # no --data: the default, next to the working directory
+    tiny = ["--epochs", "1", "vocab_size=50", "sequence_length=12", "embedding_dim=8", "lstm_units=4", "verbose=0",
+            "embedding_init=random", f"cache_dir={tmp_path / 'cache'}"]
+    proc = _cli("train", "--model", "bilstm", "--output", tmp_path / "r", *tiny, cwd=tmp_path / "repo")  # no --data: the default
     assert proc.returncode == 0, proc.stderr
     assert f"INFO data: {data.resolve()} (80 usable films)" in proc.stderr.splitlines()
-    assert json.loads(proc.stdout)["n_films"] == 80
+    proc = _cli("evaluate", run, cwd=tmp_path / "repo")  # no --data: the run's own validation split, on its data
+    assert proc.returncode == 0, proc.stderr
+    assert f"INFO data: {data.resolve()} (80 usable films)" in proc.stderr.splitlines()
+    assert json.loads(proc.stdout)["n_films"] == json.loads((run / "metrics.json").read_text())["n_films"]
     lone = tmp_path / "elsewhere" / "repo"  # no ../shared next to it
     lone.mkdir(parents=True)
-    proc = _cli("evaluate", run, cwd=lone)
+    proc = _cli("train", "--model", "bilstm", "--output", tmp_path / "r2", *tiny, cwd=lone)
     assert proc.returncode == 2 and proc.stdout == ""
     assert "no --data folder given and the default ../shared/data/multimodal-imdb" in proc.stderr
     assert str(tmp_path / "elsewhere" / "shared" / "data" / "multimodal-imdb") in proc.stderr and "pass --data DIR" in proc.stderr
