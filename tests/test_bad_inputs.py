@@ -20,7 +20,8 @@ from movie_genres.cli import main
 from movie_genres.features.posters import PosterError
 from movie_genres.io import OutputError
 
-TINY = ["vocab_size=50", "sequence_length=12", "embedding_dim=8", "lstm_units=4", "batch_size=16", "min_positives=2", "verbose=0", "workers=1"]
+TINY = ["vocab_size=50", "sequence_length=12", "embedding_dim=8", "lstm_units=4", "batch_size=16", "min_positives=2", "verbose=0", "workers=1",
+        "text_encoder=minilm"]
 
 
 def _cli(*args, stdin: bytes | None = None) -> subprocess.CompletedProcess:

@@ -435,7 +435,7 @@ def test_one_film_local_and_ray_give_the_same_probabilities(shared_slice, local_
     from movie_genres import Predictor, train
     from movie_genres.features.posters import PosterError, open_poster
 
-    run = train("gmu", shared_slice, tmp_path / "gmu", epochs=1, verbose=0, cache_dir=cache_dir)
+    run = train("gmu", shared_slice, tmp_path / "gmu", epochs=1, verbose=0, cache_dir=cache_dir, text_encoder="minilm")
     local = predict_catalogue(run, data=shared_slice, output=tmp_path / "local.parquet", progress=False, part_rows=64)
     calls = _interrupt_after(monkeypatch, 1)  # Ray stopped after its first part, then run again
     with pytest.raises(KeyboardInterrupt):

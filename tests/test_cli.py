@@ -12,7 +12,7 @@ import pytest
 from movie_genres.cli import main
 
 TINY = ["vocab_size=50", "sequence_length=12", "embedding_dim=8", "lstm_units=4", "batch_size=16", "min_positives=2", "verbose=0",
-        "workers=1"]
+        "workers=1", "text_encoder=minilm"]
 
 
 def cli(*args, cwd=None, check=True):

@@ -68,6 +68,35 @@ def test_encoder_dims_and_batch_invariance(name, dim, modality):
         np.testing.assert_allclose(np.linalg.norm(full, axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["minilm-int8", "effnet-lite0-int8", "minilm"])
+def test_batches_in_lanes_give_one_lanes_features_bitwise(name, monkeypatch):
+    """With two threads an encoder runs two batches at once (lanes): each batch is the same batch, so the features are
+    bitwise those of one lane, and the tokenizer (one call at a time) is never entered twice at once."""
+    enc = get_encoder(name)
+    items = (TEXTS * 4) if enc.modality == "overview" else (POSTERS * 4)
+    seen, calls = set(), []
+    real = enc._encode
+
+    def spy(batch):
+        import threading
+        import time
+
+        seen.add(threading.get_ident())
+        calls.append(len(batch))
+        time.sleep(0.01)  # long enough that the second lane takes a batch
+        return real(batch)
+
+    monkeypatch.setattr(enc, "_encode", spy)
+    monkeypatch.setattr(enc, "threads", 1)
+    one = _in_batches(enc, items, 2)
+    assert len(seen) == 1
+    monkeypatch.setattr(enc, "threads", 2)
+    seen.clear()
+    both = _in_batches(enc, items, 2)
+    assert len(seen) == 2 and calls == [2] * 20  # ten batches a pass, run on two threads the second time
+    np.testing.assert_array_equal(one, both)
+
+
 def test_poster_encoders_accept_paths_and_any_mode(tmp_path):
     enc = get_encoder("effnet-lite0")
     path = tmp_path / "p.jpg"

@@ -15,7 +15,7 @@ from movie_genres.data.dataset import load_dataset
 from movie_genres.estimator import CONFIG_KEYS, label_matrix, write_dataset
 
 TINY = dict(epochs=1, batch_size=16, vocab_size=50, sequence_length=12, embedding_dim=8, lstm_units=(4,), hidden_units=8,
-            min_positives=2, verbose=0, patience=5, workers=1)
+            min_positives=2, verbose=0, patience=5, workers=1, text_encoder="minilm")
 
 
 def films(data: Path) -> tuple[pd.DataFrame, list[list[str]]]:

@@ -22,7 +22,7 @@ MARGIN = 0.25
 N_FILMS = 120
 # small models (32x32 posters for the CNN), enough epochs to learn the synthetic signal
 SETTINGS = dict(epochs=15, patience=5, batch_size=16, image_size=32, vocab_size=60, sequence_length=16, embedding_dim=16,
-                lstm_units="8", hidden_units=32, min_positives=2, verbose=0, workers=1)
+                lstm_units="8", hidden_units=32, min_positives=2, verbose=0, workers=1, text_encoder="minilm")
 
 
 def _scores(run) -> tuple[float, float]:

@@ -31,8 +31,10 @@ def test_the_readme_has_python_snippets():
 
 
 @pytest.fixture
-def checkout(tmp_path, monkeypatch):
-    """A scratch ``repo`` folder with ``../shared/data/multimodal-imdb`` (tiny data) beside it; the working directory."""
+def checkout(tmp_path, monkeypatch, cache_dir):
+    """A scratch ``repo`` folder with ``../shared/data/multimodal-imdb`` (tiny data) beside it; the working directory.
+    The snippets train the default family (mpnet): on the tests' shared cache, where test_mpnet.py made its graphs."""
+    monkeypatch.setenv("MOVIE_GENRES_CACHE", cache_dir)
     rows = synthetic_rows(60)
     data = write_dataset(tmp_path / "shared" / "data" / "multimodal-imdb", rows)
     repo = tmp_path / "repo"
@@ -43,6 +45,7 @@ def checkout(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.mpnet
 @pytest.mark.parametrize("line, code", BLOCKS, ids=[f"README.md:{line}" for line, _ in BLOCKS])
 def test_readme_snippet_runs(checkout, line, code):
     exec(compile(code, f"README.md:{line}", "exec"), {"__name__": "readme"})

