@@ -14,10 +14,9 @@ import argparse
 import json
 import time
 
-from movie_genres.data.dataset import load_dataset
-from movie_genres.data.split import stratified_split
+from int8_parity import validation_films  # the same films (benchmarks/ is on the path when run as a script)
+
 from movie_genres.features.encoders import get_encoder, with_precision
-from movie_genres.features.encoders.base import poster_image
 
 
 def timed(enc, items, repeats: int) -> tuple[float, float]:
@@ -40,11 +39,7 @@ def main() -> None:
     ap.add_argument("--batches", default="1,4,8,16,32")
     ap.add_argument("--threads", default="1,2")
     args = ap.parse_args()
-    ds = load_dataset(args.data)
-    _, val = stratified_split(ds.labels, 0.2, 42)
-    val = [i for i in val if ds.poster_paths[i] is not None and ds.overviews[i]][: args.n]
-    overviews = [ds.overviews[i] for i in val]
-    posters = [poster_image(ds.poster_paths[i]) for i in val]
+    overviews, posters = validation_films(args.data, args.n)
     rows = []
     print("| encoder | precision | threads | batch | ms a film (wall) | CPU ms a film |\n| --- | --- | --- | --- | --- | --- |")
     for name in args.encoders.split(","):

@@ -35,6 +35,14 @@ def timed(enc, items, repeats: int) -> tuple[np.ndarray, float, float]:
     return out, best, best_cpu
 
 
+def validation_films(data: str, n: int) -> tuple[list[str], list]:
+    """Overviews and decoded posters of the first ``n`` validation films (seed 42) that have both."""
+    ds = load_dataset(data)
+    _, val = stratified_split(ds.labels, 0.2, 42)
+    val = [i for i in val if ds.poster_paths[i] is not None and ds.overviews[i]][:n]
+    return [ds.overviews[i] for i in val], [poster_image(ds.poster_paths[i]) for i in val]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="../shared/data/multimodal-imdb")
@@ -42,11 +50,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--encoders", default="minilm,effnet-lite0,nsfw-resnet50")
     args = ap.parse_args()
-    ds = load_dataset(args.data)
-    _, val = stratified_split(ds.labels, 0.2, 42)
-    val = [i for i in val if ds.poster_paths[i] is not None and ds.overviews[i]][: args.n]
-    overviews = [ds.overviews[i] for i in val]
-    posters = [poster_image(ds.poster_paths[i]) for i in val]
+    overviews, posters = validation_films(args.data, args.n)
     rows = []
     for name in args.encoders.split(","):
         fp32, int8 = get_encoder(name), get_encoder(with_precision(name, "int8"))
